@@ -1,0 +1,136 @@
+"""Command line: ``streamscore run|validate|demo|broker``. Builds settings and calls in; no logic.
+
+Exit codes: 0 success; 1 a runtime failure (broker, delivery, unfinished drain); 2 a configuration
+error, reported on one line that names the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamscore import __version__
+from streamscore.errors import ConfigError, StreamScoreError
+
+log = logging.getLogger("streamscore")
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        return int(args.command(args))
+    except ConfigError as exc:
+        print(f"streamscore: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StreamScoreError as exc:
+        print(f"streamscore: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamscore", description="Score Kafka event streams with ONNX models.")
+    parser.add_argument("--version", action="version", version=f"streamscore {__version__}")
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="override the configured log level")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="consume, score and produce until stopped")
+    run.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
+    run.set_defaults(command=_run)
+
+    validate = commands.add_parser("validate", help="check configuration, model and broker, then exit")
+    validate.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
+    validate.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
+    validate.add_argument("--skip-broker", action="store_true", help="check configuration and model only")
+    validate.set_defaults(command=_validate)
+
+    demo = commands.add_parser("demo", help="score synthetic card transactions with the demo fraud model")
+    demo.add_argument("--bootstrap-servers", default=None, help="use this Kafka cluster instead of the embedded broker")
+    demo.add_argument("--events", type=int, default=100_000, help="how many transactions to produce")
+    demo.add_argument("--rate", type=float, default=20_000, help="events per second (0: as fast as possible)")
+    demo.add_argument("--malformed-rate", type=float, default=0.002, help="fraction of deliberately bad events")
+    demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
+    demo.set_defaults(command=_demo)
+
+    broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) until Ctrl+C")
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(command=_broker)
+    return parser
+
+
+def _configure_logging(level: str | None) -> None:
+    logging.basicConfig(
+        level=level or "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: Path, level_override: str | None) -> object:
+    from streamscore.config import load_settings
+
+    settings = load_settings(path)
+    if level_override is None:
+        logging.getLogger().setLevel(settings.log_level)
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streamscore.service import Service, stop_on_signals
+
+    settings = _load(args.config, args.log_level)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    return Service(settings).run(stop)  # type: ignore[arg-type]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from streamscore.config import Settings
+    from streamscore.service import build_runner, check_topics
+
+    settings = _load(args.config, args.log_level)
+    assert isinstance(settings, Settings)
+    runner = build_runner(settings)
+    runner.load()
+    print(f"config ok: {args.config}")
+    print(f"model ok: {runner.name} {runner.version} on {runner.provider}, {settings.feature_width} feature columns")
+    if not args.skip_broker:
+        check_topics(settings, timeout=args.timeout)
+        print(f"broker ok: {settings.kafka.bootstrap_servers}, output topics exist")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streamscore.demo.run import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(
+        bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
+        malformed_rate=args.malformed_rate, provider=args.provider,
+    ))
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from streamscore.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port, host=args.host) as broker:
+        print(f"embedded broker (Tansu, in-memory) on {broker.bootstrap_servers}; Ctrl+C stops it", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

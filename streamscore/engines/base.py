@@ -1,0 +1,45 @@
+"""The small interface between the pipeline and a message broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from streamscore.records import Headers, SourceMessage
+
+TopicPartition = tuple[str, int]
+PartitionsCallback = Callable[[list[TopicPartition]], None]
+DeliveryCallback = Callable[[object, object], None]
+
+
+class Source(Protocol):
+    """Consumes events of a consumer group and commits positions."""
+
+    def subscribe(self, on_assign: PartitionsCallback, on_revoke: PartitionsCallback,
+                  on_lost: PartitionsCallback) -> None:
+        """Join the group; the callbacks run inside ``poll`` when the assignment changes."""
+
+    def poll(self, max_messages: int, timeout: float) -> Sequence[SourceMessage]:
+        """Up to ``max_messages`` events, waiting at most ``timeout`` seconds for them."""
+        ...
+
+    def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
+        """Commit next-offset positions; a synchronous commit raises BrokerError on failure."""
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Writes records; ``on_delivery(err, msg)`` is called once per record from ``poll``/``flush``."""
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
+                on_delivery: DeliveryCallback) -> None: ...
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery callbacks, waiting at most ``timeout`` seconds; raises on a fatal error."""
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every record to be acknowledged; returns how many are still unacknowledged."""
+        ...
+
+    def close(self) -> None: ...

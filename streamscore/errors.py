@@ -1,0 +1,37 @@
+"""Errors, one root and one subclass per stage.
+
+    StreamScoreError
+     ├── ConfigError        settings invalid, or inconsistent with the model (exit code 2)
+     ├── ModelError         model file missing or unreadable, provider unavailable, spec mismatch
+     ├── BrokerError        broker unreachable, or a Kafka call failed (keeps the Kafka error code)
+     └── DeliveryError      an output could not be written; nothing past it is committed
+"""
+
+from __future__ import annotations
+
+
+class StreamScoreError(Exception):
+    """Root of every error streamscore raises on purpose."""
+
+
+class ConfigError(StreamScoreError):
+    """A setting is missing, unknown or of the wrong kind; the message names the key."""
+
+
+class ModelError(ConfigError):
+    """The model cannot be loaded or does not match the feature spec.
+
+    A subclass of ConfigError because it is fixed the same way: by changing configuration.
+    """
+
+
+class BrokerError(StreamScoreError):
+    """A Kafka operation failed; ``code`` keeps librdkafka's error code when there is one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DeliveryError(BrokerError):
+    """A produce failed for good: the pipeline stops without committing past it."""

@@ -1,0 +1,104 @@
+"""Every Prometheus metric streamscore exports, in a registry of its own (no global state).
+
+Counters are incremented once per batch; the end-to-end latency histogram takes a whole batch of
+observations at once (numpy bucketing) instead of one Python call per event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000, 50000)
+INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram fed with arrays; also answers quantiles for progress displays."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        slots = np.searchsorted(self.bounds, values, side="left")
+        counts = np.bincount(slots, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    @property
+    def count(self) -> int:
+        return int(self._counts.sum())
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (NaN when empty)."""
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+        if cumulative[-1] == 0:
+            return float("nan")
+        slot = int(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
+        return float(self.bounds[slot]) if slot < len(self.bounds) else float("inf")
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        buckets = [(repr(float(b)), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets, total)
+        yield family
+
+
+class Metrics:
+    """The service's metrics; one instance per process, passed to the stages that report."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("streamscore_events_consumed", "Events consumed from source topics.", registry=r)
+        self.scored = Counter("streamscore_events_scored", "Events scored and written to the destination topic.",
+                              registry=r)
+        self.dead_lettered = Counter("streamscore_events_dead_lettered",
+                                     "Events written to the dead-letter topic, by reason.", ["reason"], registry=r)
+        self.decisions = Counter("streamscore_decisions", "Decisions made, by label.", ["decision"], registry=r)
+        self.batch_size = Histogram("streamscore_batch_size", "Events per scored batch.", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.inference_seconds = Histogram("streamscore_model_inference_seconds",
+                                           "Model call time per batch.", buckets=INFERENCE_BUCKETS, registry=r)
+        self.end_to_end = BatchHistogram(
+            "streamscore_end_to_end_latency_seconds",
+            "From the event's Kafka timestamp to its output being acknowledged.", LATENCY_BUCKETS)
+        r.register(self.end_to_end)
+        self.in_flight = Gauge("streamscore_in_flight_events", "Outputs produced but not yet acknowledged.",
+                               registry=r)
+        self.commits = Counter("streamscore_commits", "Offset commits made.", registry=r)
+        self.commit_failures = Counter("streamscore_commit_failures", "Offset commits that failed.", registry=r)
+        self.delivery_failures = Counter("streamscore_delivery_failures",
+                                         "Output records the broker did not accept.", registry=r)
+        self.assigned_partitions = Gauge("streamscore_assigned_partitions",
+                                         "Source partitions assigned to this instance.", registry=r)
+        self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
+                                ["model", "version", "provider"], registry=r)
+
+    def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> None:
+        counts = np.bincount(indices, minlength=len(labels)).tolist() if indices.size else []
+        for label, count in zip(labels, counts, strict=False):
+            if count:
+                self.decisions.labels(label).inc(count)

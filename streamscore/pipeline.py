@@ -1,0 +1,247 @@
+"""source -> batcher -> scorer -> sink -> commit: the one place the stages are wired together.
+
+Single-threaded by design: librdkafka does the network I/O on its own threads, and this loop
+consumes, scores, produces, serves delivery callbacks and commits in turn. Delivery runs ahead of
+commits: the next batch is consumed while earlier outputs are still in flight, up to
+``max_in_flight``; the ``OffsetTracker`` decides what may be committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamscore.batching import Batcher
+from streamscore.commits import OffsetTracker, Ticket, TopicPartition
+from streamscore.config import Settings
+from streamscore.engines.base import Sink, Source
+from streamscore.errors import DeliveryError
+from streamscore.metrics import Metrics
+from streamscore.records import Headers, Rejection, SourceMessage
+from streamscore.scoring import Scorer
+from streamscore.server import Health
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SAMPLE_BYTES = 1024
+"""An oversize event is dead-lettered with only this much of its value; headers locate the original."""
+
+
+@dataclass(slots=True)
+class Totals:
+    """Running counts, for the demo's progress line and the shutdown log."""
+
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, source: Source, sink: Sink, scorer: Scorer,
+                 metrics: Metrics, health: Health | None = None) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.scorer = scorer
+        self.metrics = metrics
+        self.health = health or Health()
+        self.totals = Totals(decisions={label: 0 for label in scorer.policy.labels})
+        b = settings.batching
+        self._batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
+        self._tracker = OffsetTracker()
+        self._commit_interval = b.commit_interval_ms / 1000.0
+        self._next_commit = 0.0
+        self._destination = settings.kafka.destination_topic
+        self._dead_letter = settings.kafka.dead_letter_topic
+        self._assigned: set[TopicPartition] = set()
+        self._failed = False
+
+    @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        """Source partitions this instance owns now."""
+        return frozenset(self._assigned)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> bool:
+        """Consume and score until ``stop`` is set, then drain and commit.
+
+        Returns True when the drain finished within ``drain_timeout_s``. Raises DeliveryError on a
+        fatal delivery failure, after committing only what was acknowledged before it.
+        """
+        self.source.subscribe(self._on_assign, self._on_revoke, self._on_lost)
+        self.health.ready = True
+        try:
+            while not stop.is_set():
+                self.step()
+            self.health.ready = False
+            return self.drain()
+        except BaseException:
+            self._failed = True
+            self.health.ready = False
+            self._commit(final=True, quiet=True)
+            raise
+        finally:
+            self.source.close()
+
+    def step(self) -> None:
+        """One turn: consume (unless the in-flight window is full), score due batches, commit."""
+        self.health.beat()
+        self._raise_on_failure()
+        max_in_flight = self.settings.batching.max_in_flight
+        if self._tracker.in_flight >= max_in_flight:
+            self.sink.poll(0.05)
+        else:
+            self._consume_once()
+            self.sink.poll(0)
+        self._finish_completed()
+        if time.monotonic() >= self._next_commit:
+            self._commit()
+            self._next_commit = time.monotonic() + self._commit_interval
+
+    def _consume_once(self) -> None:
+        batcher = self._batcher
+        remaining = batcher.remaining()
+        timeout = batcher.max_wait if remaining is None else remaining
+        timeout = min(max(timeout, 0.001), 0.1)
+        messages = self.source.poll(batcher.max_size - len(batcher), timeout)
+        if messages:
+            for batch in batcher.add(messages):
+                self._process(batch)
+        due = batcher.take_due()
+        if due:
+            self._process(due)
+
+    def drain(self) -> bool:
+        """Score the open batch, wait for every output, commit. True if all were acknowledged."""
+        deadline = time.monotonic() + self.settings.batching.drain_timeout_s
+        pending = self._batcher.take()
+        if pending:
+            self._process(pending)
+        while self._tracker.in_flight and time.monotonic() < deadline:
+            self.sink.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            self._raise_on_failure()
+        self._finish_completed()
+        self._commit(final=True)
+        left = self._tracker.in_flight
+        if left:
+            log.error("drain timed out with %d outputs unacknowledged; their offsets stay uncommitted", left)
+        return left == 0
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def _process(self, batch: Sequence[SourceMessage]) -> None:
+        result = self.scorer.score(batch)
+        event_times = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
+        ticket = Ticket(len(batch), payload=event_times)
+        last_offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
+        self._tracker.track(ticket, last_offsets)  # type: ignore[arg-type]
+        produce, ack = self.sink.produce, ticket.ack
+        destination = self._destination
+        for row, value in zip(result.scored, result.outputs, strict=True):
+            produce(destination, batch[row].key(), value, None, ack)
+        for rejection in result.rejections:
+            self._dead_letter_one(batch[rejection.index], rejection, ack)
+        self._count(batch, result.decisions, result.rejections, result.inference_seconds)
+
+    def _dead_letter_one(self, msg: SourceMessage, rejection: Rejection, ack: object) -> None:
+        value = msg.value()
+        headers: Headers = list(msg.headers() or [])
+        headers += [
+            ("streamscore.reason", rejection.reason.encode()),
+            ("streamscore.detail", rejection.detail.encode()),
+            ("streamscore.source.topic", str(msg.topic()).encode()),
+            ("streamscore.source.partition", str(msg.partition()).encode()),
+            ("streamscore.source.offset", str(msg.offset()).encode()),
+            ("streamscore.time", str(int(time.time() * 1000)).encode()),
+        ]
+        if value is not None and len(value) > self.scorer.max_bytes:
+            headers.append(("streamscore.value.truncated.from", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_SAMPLE_BYTES]
+        self.sink.produce(self._dead_letter, msg.key(), value, headers, ack)  # type: ignore[arg-type]
+
+    def _count(self, batch: Sequence[SourceMessage], decisions: np.ndarray,
+               rejections: list[Rejection], inference_seconds: float) -> None:
+        m, t = self.metrics, self.totals
+        m.consumed.inc(len(batch))
+        m.scored.inc(decisions.size)
+        m.batch_size.observe(len(batch))
+        m.inference_seconds.observe(inference_seconds)
+        labels = self.scorer.policy.labels
+        m.count_decisions(labels, decisions)
+        for reason in {r.reason for r in rejections}:
+            m.dead_lettered.labels(reason).inc(sum(1 for r in rejections if r.reason == reason))
+        t.consumed += len(batch)
+        t.scored += decisions.size
+        t.dead_lettered += len(rejections)
+        if decisions.size:
+            for label, count in zip(labels, np.bincount(decisions, minlength=len(labels)).tolist(), strict=False):
+                t.decisions[label] += count
+
+    # -- acknowledgements and commits -------------------------------------------------------
+
+    def _finish_completed(self) -> None:
+        done = self._tracker.completed()
+        if done:
+            now_ms = time.time() * 1000.0
+            for ticket in done:
+                times = ticket.payload
+                self.metrics.end_to_end.observe_many((now_ms - times[times > 0]) / 1000.0)
+        self.metrics.in_flight.set(self._tracker.in_flight)
+
+    def _raise_on_failure(self) -> None:
+        error = self._tracker.failure()
+        if error is not None:
+            self.metrics.delivery_failures.inc()
+            code = error.code() if hasattr(error, "code") else None
+            text = error.str() if hasattr(error, "str") else str(error)
+            raise DeliveryError(f"an output was not accepted by the broker: {text}", code)
+
+    def _commit(self, final: bool = False, quiet: bool = False) -> None:
+        positions = self._tracker.committable()
+        if not positions:
+            return
+        try:
+            self.source.commit(positions, asynchronous=not final)
+        except Exception as exc:
+            self.metrics.commit_failures.inc()
+            if not quiet:
+                log.warning("commit failed: %s", exc)
+            return
+        self._tracker.mark_committed(positions)
+        self.metrics.commits.inc()
+        if final:
+            log.info("committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items())))
+
+    # -- rebalances (run inside source.poll) ------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        self._assigned.update(partitions)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Finish and commit in-flight work before the partitions are released."""
+        log.info("revoked %s: finishing in-flight work before release", _names(partitions))
+        if not self._failed:  # after a delivery failure nothing more may be committed past it
+            self.drain()
+        self._forget(partitions)
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s (session expired): their uncommitted work will be redone elsewhere", _names(partitions))
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        self._tracker.forget(partitions)
+        self._assigned.difference_update(partitions)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "nothing"

@@ -1,0 +1,174 @@
+"""ONNX Runtime model runner: provider choice, a start-up check against the feature spec, warm-up."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamscore.config import ModelSettings
+from streamscore.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_FLOAT_OUTPUTS = {"tensor(float)", "tensor(double)", "tensor(float16)"}
+
+
+def _dim(value: Any) -> int | None:
+    """A static dimension, or None for a symbolic/unknown one."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class OnnxRunner:
+    """Scores float32 feature rows with one onnxruntime session, loaded once."""
+
+    def __init__(self, settings: ModelSettings, feature_width: int) -> None:
+        self.settings = settings
+        self.feature_width = feature_width
+        self.name = settings.name or settings.path.stem
+        self.version = settings.version or ""
+        self.provider = ""
+        self._session: Any = None
+        self._input = ""
+        self._output = ""
+        self._column: int | None = settings.score_column
+        self._fixed_batch: int | None = None
+
+    def load(self) -> None:
+        path = self.settings.path
+        if not path.is_file():
+            raise ModelError(f"model.path: file not found: {path}")
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)
+        wanted = self._providers(ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own classes for unreadable models
+            raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        active = session.get_providers()[0]
+        if self.settings.provider in ("cuda", "tensorrt") and active != wanted[0]:
+            raise ModelError(
+                f"model.provider: '{self.settings.provider}' requested but onnxruntime could not "
+                f"initialise {wanted[0]} (it fell back to {active}); check the CUDA installation"
+            )
+        self._session = session
+        self.provider = active
+        self._check_signature()
+        if not self.version:
+            self.version = self._version_from(path)
+        log.info(
+            "model %s version %s loaded from %s on %s (batch dimension %s)",
+            self.name, self.version, path, active, self._fixed_batch or "dynamic",
+        )
+        self._warm_up()
+
+    def _providers(self, available: list[str]) -> list[str]:
+        choice = self.settings.provider
+        if choice == "auto":
+            if "CUDAExecutionProvider" in available:
+                return _PROVIDERS["cuda"]
+            return _PROVIDERS["cpu"]
+        wanted = _PROVIDERS[choice]
+        if wanted[0] not in available:
+            raise ModelError(
+                f"model.provider: '{choice}' requested but this onnxruntime has no {wanted[0]} "
+                f"(available: {', '.join(available)}); install streamscore[gpu] on a CUDA machine or use 'cpu'"
+            )
+        return wanted
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        wanted_input = self.settings.input
+        if wanted_input is None:
+            if len(inputs) != 1:
+                raise ModelError(
+                    f"model.input: the model has {len(inputs)} inputs ({', '.join(inputs)}); "
+                    "streamscore feeds one feature matrix, name it with model.input"
+                )
+            wanted_input = next(iter(inputs))
+        if wanted_input not in inputs:
+            raise ModelError(f"model.input: no input named {wanted_input!r} (the model has {', '.join(inputs)})")
+        node = inputs[wanted_input]
+        if node.type != "tensor(float)":
+            raise ModelError(
+                f"model.input: input {node.name!r} has dtype {node.type}; expected tensor(float) "
+                "(features are a float32 matrix)"
+            )
+        if len(node.shape) != 2:
+            raise ModelError(f"model.input: input {node.name!r} has shape {node.shape}; expected [batch, features]")
+        width = _dim(node.shape[1])
+        if width is not None and width != self.feature_width:
+            raise ModelError(
+                f"features: the spec gives {self.feature_width} columns but model input "
+                f"{node.name!r} expects {width}"
+            )
+        self._fixed_batch = _dim(node.shape[0])
+        self._input = node.name
+
+        output = self.settings.score_output or list(outputs)[-1]
+        if output not in outputs:
+            raise ModelError(f"model.score_output: no output named {output!r} (the model has {', '.join(outputs)})")
+        out = outputs[output]
+        if out.type not in _FLOAT_OUTPUTS:
+            raise ModelError(f"model.score_output: output {output!r} has type {out.type}; expected a float tensor")
+        rank = len(out.shape)
+        if self._column is None and rank == 2 and _dim(out.shape[1]) == 1:
+            self._column = 0
+        if self._column is None and rank != 1:
+            raise ModelError(f"model.score_column: output {output!r} has shape {out.shape}; name the score column")
+        if self._column is not None:
+            cols = _dim(out.shape[1]) if rank == 2 else None
+            if rank != 2 or (cols is not None and self._column >= cols):
+                raise ModelError(
+                    f"model.score_column: column {self._column} does not exist in output {output!r} "
+                    f"of shape {out.shape}"
+                )
+        self._output = output
+
+    @staticmethod
+    def _version_from(path: Path) -> str:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        return f"sha256:{digest}"
+
+    def _warm_up(self) -> None:
+        rows = self._fixed_batch or 64
+        for _ in range(self.settings.warmup_batches):
+            self.predict(np.zeros((rows, self.feature_width), dtype=np.float32))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        rows = matrix.shape[0]
+        fixed = self._fixed_batch
+        if fixed is None or rows == fixed:
+            return self._run(matrix)
+        parts = []
+        for start in range(0, rows, fixed):
+            chunk = matrix[start:start + fixed]
+            if chunk.shape[0] < fixed:
+                padded = np.zeros((fixed, matrix.shape[1]), dtype=np.float32)
+                padded[: chunk.shape[0]] = chunk
+                parts.append(self._run(padded)[: chunk.shape[0]])
+            else:
+                parts.append(self._run(chunk))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _run(self, matrix: np.ndarray) -> np.ndarray:
+        (out,) = self._session.run([self._output], {self._input: matrix})
+        scores = out if self._column is None else out[:, self._column]
+        if scores.shape[0] != matrix.shape[0]:
+            raise ModelError(f"model returned {scores.shape[0]} scores for {matrix.shape[0]} rows")
+        return np.asarray(scores, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None

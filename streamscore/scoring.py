@@ -1,0 +1,141 @@
+"""The scoring core: raw messages -> decoded events -> features -> scores -> decisions -> output records.
+
+Pure and engine-neutral: it sees ``SourceMessage`` objects and returns bytes, so the Kafka engine,
+a Faust engine or an HTTP endpoint can all drive it. Nothing here raises on bad input: every
+message comes back either scored or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamscore.config import Settings
+from streamscore.decisions import DecisionPolicy
+from streamscore.features import MISSING, FeatureExtractor, field_getter
+from streamscore.records import Rejection, ScoredBatch, SourceMessage
+from streamscore.runners.base import ModelRunner
+
+log = logging.getLogger(__name__)
+
+
+def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], list[Rejection]]:
+    """JSON-decode each value; a rejected position holds None in the first list."""
+    events: list[Any] = []
+    rejections: list[Rejection] = []
+    loads = orjson.loads
+    for i, value in enumerate(values):
+        if value is None:
+            rejections.append(Rejection(i, "empty", "message has no value"))
+            events.append(None)
+        elif len(value) > max_bytes:
+            rejections.append(Rejection(i, "oversize", f"{len(value)} bytes exceeds the limit of {max_bytes}"))
+            events.append(None)
+        else:
+            try:
+                event = loads(value)
+            except orjson.JSONDecodeError as exc:
+                rejections.append(Rejection(i, "malformed_json", str(exc)[:200]))
+                events.append(None)
+                continue
+            if type(event) is not dict:
+                rejections.append(Rejection(i, "not_an_object", f"JSON {type(event).__name__}, expected an object"))
+                events.append(None)
+            else:
+                events.append(event)
+    return events, rejections
+
+
+def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Scores for all rows; if the model raises, bisect to find the rows that make it raise.
+
+    Returns the scores (NaN where a row failed) and the failing rows with the error message.
+    """
+    try:
+        return runner.predict(matrix), {}
+    except Exception as exc:  # the runner's failures are data-dependent; isolate them
+        if matrix.shape[0] == 1:
+            return np.full(1, np.nan, dtype=np.float32), {0: f"{type(exc).__name__}: {str(exc)[:200]}"}
+    mid = matrix.shape[0] // 2
+    left, left_failed = predict_isolating(runner, matrix[:mid])
+    right, right_failed = predict_isolating(runner, matrix[mid:])
+    failed = {**left_failed, **{mid + row: err for row, err in right_failed.items()}}
+    return np.concatenate([left, right]), failed
+
+
+class Scorer:
+    """One ``score`` call per batch; holds the compiled feature, decision and output specs."""
+
+    def __init__(self, settings: Settings, runner: ModelRunner) -> None:
+        self.runner = runner
+        self.extractor = FeatureExtractor(settings.features)
+        self.policy = DecisionPolicy(settings.decisions)
+        self.max_bytes = settings.batching.max_message_bytes
+        self._copy = [(name, field_getter(name)) for name in settings.output.copy_fields]
+
+    def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
+        events, rejections = decode([m.value() for m in messages], self.max_bytes)
+        rows = [i for i, e in enumerate(events) if e is not None]
+        valid_events = [events[i] for i in rows]
+        extraction = self.extractor.extract(valid_events)
+        keep: list[int] = []
+        for row, reason in zip(rows, extraction.reasons, strict=True):
+            if reason is None:
+                keep.append(row)
+            else:
+                rejections.append(Rejection(row, reason[0], reason[1]))
+        matrix = extraction.matrix
+        if len(keep) != len(rows):
+            matrix = matrix[extraction.valid]
+
+        started = time.perf_counter()
+        scores, failed = predict_isolating(self.runner, matrix) if len(keep) else (np.zeros(0, np.float32), {})
+        inference = time.perf_counter() - started
+        finite = np.isfinite(scores)
+        if failed or not finite.all():
+            for pos in np.flatnonzero(~finite).tolist():
+                detail = failed.get(pos, "model returned a non-finite score")
+                rejections.append(Rejection(keep[pos], "model_error", detail))
+            keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
+            scores = scores[finite]
+        decisions = self.policy.indices(scores)
+        outputs = self._render(messages, events, keep, scores, decisions)
+        rejections.sort(key=lambda r: r.index)
+        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+
+    def _render(
+        self,
+        messages: Sequence[SourceMessage],
+        events: list[Any],
+        rows: list[int],
+        scores: np.ndarray,
+        decisions: np.ndarray,
+    ) -> list[bytes]:
+        """One JSON record per scored event."""
+        labels = self.policy.labels
+        name, version = self.runner.name, self.runner.version
+        now_ms = int(time.time() * 1000)
+        dumps = orjson.dumps
+        copy = self._copy
+        out: list[bytes] = []
+        for row, score, decision in zip(rows, scores.tolist(), decisions.tolist(), strict=True):
+            msg = messages[row]
+            event = events[row]
+            record = {n: v for n, get in copy if (v := get(event)) is not MISSING}
+            ts_type, ts = msg.timestamp()
+            record.update(
+                score=score,
+                decision=labels[decision],
+                model=name,
+                model_version=version,
+                source={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+                event_time_ms=ts if ts_type else None,
+                scored_at_ms=now_ms,
+            )
+            out.append(dumps(record))
+        return out
