@@ -4,6 +4,9 @@ Every scored batch gets a ``Ticket`` counting its outputs in flight; the produce
 callback only records on it. Per partition, tickets queue in consumption order, and a partition's
 commit position advances over the leading tickets that are done, so an acknowledgement that
 arrives early (another partition, a later batch) waits for everything before it.
+
+``uncommitted`` counts the events tracked but not yet covered by a confirmed commit: the pipeline
+bounds it, which bounds both memory and the duplicates a crash can cause.
 """
 
 from __future__ import annotations
@@ -40,16 +43,25 @@ class OffsetTracker:
     """Commit positions (offset + 1) per partition, advanced only over acknowledged work."""
 
     def __init__(self) -> None:
-        self._queues: dict[TopicPartition, deque[tuple[int, Ticket]]] = {}
+        self._queues: dict[TopicPartition, deque[tuple[int, Ticket, int]]] = {}
         self._open: list[Ticket] = []
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._acked: dict[TopicPartition, deque[tuple[int, int]]] = {}
+        self.uncommitted = 0
+        """Events tracked whose offsets no confirmed commit covers yet."""
 
-    def track(self, ticket: Ticket, last_offsets: Mapping[TopicPartition, int]) -> None:
-        """Register a batch, in consumption order, with the highest offset it holds per partition."""
+    def track(self, ticket: Ticket, last_offsets: Mapping[TopicPartition, int],
+              counts: Mapping[TopicPartition, int] | None = None) -> None:
+        """Register a batch, in consumption order, with the highest offset it holds per partition
+        and how many of its events each partition holds (default: the ticket's size, spread evenly)."""
         self._open.append(ticket)
+        if counts is None:
+            share, extra = divmod(ticket.size, max(1, len(last_offsets)))
+            counts = {tp: share + (extra if i == 0 else 0) for i, tp in enumerate(last_offsets)}
         for tp, offset in last_offsets.items():
-            self._queues.setdefault(tp, deque()).append((offset, ticket))
+            self._queues.setdefault(tp, deque()).append((offset, ticket, counts[tp]))
+            self.uncommitted += counts[tp]
 
     @property
     def in_flight(self) -> int:
@@ -71,12 +83,18 @@ class OffsetTracker:
         """Positions that moved since the last ``mark_committed``; commit them as offset + 1."""
         for tp, queue in self._queues.items():
             while queue and queue[0][1].done:
-                offset, _ = queue.popleft()
+                offset, _, count = queue.popleft()
                 self._positions[tp] = offset + 1
+                self._acked.setdefault(tp, deque()).append((offset + 1, count))
         return {tp: pos for tp, pos in self._positions.items() if self._committed.get(tp) != pos}
 
     def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record positions the broker confirmed; the events they cover leave ``uncommitted``."""
         self._committed.update(positions)
+        for tp, position in positions.items():
+            acked = self._acked.get(tp)
+            while acked and acked[0][0] <= position:
+                self.uncommitted -= acked.popleft()[1]
 
     def pending_partitions(self) -> set[TopicPartition]:
         """Partitions with work not yet acknowledged."""
@@ -85,6 +103,7 @@ class OffsetTracker:
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop all state of partitions that left this consumer."""
         for tp in partitions:
-            self._queues.pop(tp, None)
+            self.uncommitted -= sum(entry[2] for entry in self._queues.pop(tp, ()))
+            self.uncommitted -= sum(entry[1] for entry in self._acked.pop(tp, ()))
             self._positions.pop(tp, None)
             self._committed.pop(tp, None)

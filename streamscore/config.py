@@ -61,12 +61,13 @@ class BatchingSettings(_Section):
     """A batch is scored as soon as it holds this many events..."""
     max_wait_ms: float = Field(default=20.0, ge=0)
     """...or when its first event has waited this long, whichever comes first."""
-    max_in_flight: int = Field(default=50_000, ge=1)
-    """Events consumed but not yet acknowledged downstream; consumption waits above this."""
+    max_in_flight: int = Field(default=20_000, ge=1)
+    """Events consumed but not yet committed; consumption waits above this. Bounds memory and the
+    events a crash can make the service score twice (at most this plus one batch)."""
     max_message_bytes: int = Field(default=1_000_000, ge=1)
     """Events larger than this go to the dead-letter topic unread."""
     commit_interval_ms: float = Field(default=1000.0, ge=0)
-    """How often acknowledged offsets are committed (asynchronously) while running."""
+    """How often acknowledged offsets are committed while running (sooner when the window fills)."""
     drain_timeout_s: float = Field(default=30.0, gt=0)
     """Upper bound on the final drain at shutdown or revocation."""
 
@@ -269,13 +270,31 @@ def _parse_env_value(text: str) -> Any:
 def describe_validation_error(exc: ValidationError) -> str:
     """The first error as ``section.key: what was expected`` on one line."""
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key"
+        known = _known_keys(err["loc"][:-1])
+        return f"{loc}: unknown key" + (f" (expected one of: {', '.join(known)})" if known else "")
     if kind == "missing":
         return f"{loc}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) and given is not None else ""
     return f"{loc}: {msg}{shown}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a section accepts, found by walking the settings model along ``loc``."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields) if model is not None else []

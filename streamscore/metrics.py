@@ -88,6 +88,9 @@ class Metrics:
         r.register(self.end_to_end)
         self.in_flight = Gauge("streamscore_in_flight_events", "Outputs produced but not yet acknowledged.",
                                registry=r)
+        self.uncommitted = Gauge("streamscore_uncommitted_events",
+                                 "Events consumed whose offsets are not yet committed (bounded by max_in_flight).",
+                                 registry=r)
         self.commits = Counter("streamscore_commits", "Offset commits made.", registry=r)
         self.commit_failures = Counter("streamscore_commit_failures", "Offset commits that failed.", registry=r)
         self.delivery_failures = Counter("streamscore_delivery_failures",

@@ -94,14 +94,14 @@ class Pipeline:
         """One turn: consume (unless the in-flight window is full), score due batches, commit."""
         self.health.beat()
         self._raise_on_failure()
-        max_in_flight = self.settings.batching.max_in_flight
-        if self._tracker.in_flight >= max_in_flight:
+        window_full = self._tracker.uncommitted >= self.settings.batching.max_in_flight
+        if window_full:
             self.sink.poll(0.05)
         else:
             self._consume_once()
             self.sink.poll(0)
         self._finish_completed()
-        if time.monotonic() >= self._next_commit:
+        if window_full or time.monotonic() >= self._next_commit:
             self._commit()
             self._next_commit = time.monotonic() + self._commit_interval
 
@@ -140,8 +140,13 @@ class Pipeline:
         result = self.scorer.score(batch)
         event_times = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
         ticket = Ticket(len(batch), payload=event_times)
-        last_offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
-        self._tracker.track(ticket, last_offsets)  # type: ignore[arg-type]
+        last_offsets: dict[TopicPartition, int] = {}
+        counts: dict[TopicPartition, int] = {}
+        for m in batch:
+            tp = (m.topic(), m.partition())
+            last_offsets[tp] = m.offset()  # type: ignore[assignment]
+            counts[tp] = counts.get(tp, 0) + 1  # type: ignore[index]
+        self._tracker.track(ticket, last_offsets, counts)
         produce, ack = self.sink.produce, ticket.ack
         destination = self._destination
         for row, value in zip(result.scored, result.outputs, strict=True):
@@ -194,6 +199,7 @@ class Pipeline:
                 times = ticket.payload
                 self.metrics.end_to_end.observe_many((now_ms - times[times > 0]) / 1000.0)
         self.metrics.in_flight.set(self._tracker.in_flight)
+        self.metrics.uncommitted.set(self._tracker.uncommitted)
 
     def _raise_on_failure(self) -> None:
         error = self._tracker.failure()
@@ -204,11 +210,13 @@ class Pipeline:
             raise DeliveryError(f"an output was not accepted by the broker: {text}", code)
 
     def _commit(self, final: bool = False, quiet: bool = False) -> None:
+        """Commit synchronously: a position counts as committed only once the broker confirmed it,
+        so a crash can redo at most ``max_in_flight`` events (plus one batch)."""
         positions = self._tracker.committable()
         if not positions:
             return
         try:
-            self.source.commit(positions, asynchronous=not final)
+            self.source.commit(positions, asynchronous=False)
         except Exception as exc:
             self.metrics.commit_failures.inc()
             if not quiet:

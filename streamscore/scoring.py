@@ -40,7 +40,9 @@ def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], l
             try:
                 event = loads(value)
             except orjson.JSONDecodeError as exc:
-                rejections.append(Rejection(i, "malformed_json", str(exc)[:200]))
+                reason = _json_reason(value, exc)
+                detail = str(exc)[:200] if reason == "malformed_json" else f"NaN or infinite number: {str(exc)[:160]}"
+                rejections.append(Rejection(i, reason, detail))
                 events.append(None)
                 continue
             if type(event) is not dict:
@@ -49,6 +51,17 @@ def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], l
             else:
                 events.append(event)
     return events, rejections
+
+
+_NON_FINITE_LITERALS = (b"NaN", b"Infinity", b"-Infinity")
+
+
+def _json_reason(value: bytes, exc: orjson.JSONDecodeError) -> str:
+    """``non_finite`` for NaN/Infinity literals and overflowing numbers, else ``malformed_json``."""
+    if "infinity" in exc.msg:
+        return "non_finite"
+    at = value[max(0, exc.pos - 1):exc.pos + 9]
+    return "non_finite" if any(literal in at for literal in _NON_FINITE_LITERALS) else "malformed_json"
 
 
 def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:

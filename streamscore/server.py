@@ -10,6 +10,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from streamscore.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,10 @@ class Health:
 
 class HttpServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
+        except OSError as exc:
+            raise ConfigError(f"metrics.port: cannot listen on {host}:{port} ({exc.strerror})") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

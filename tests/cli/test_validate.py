@@ -1,0 +1,129 @@
+"""``streamscore validate``: every failure is one line naming the key, with a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+from streamscore.broker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = yaml.safe_load((REPO / "streamscore" / "demo" / "config.yaml").read_text())
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamscore", *args], capture_output=True, text=True, timeout=60)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def linear_model(path: Path, width: int, elem: int = TensorProto.FLOAT) -> Path:
+    """A [None, width] -> [None, 2] model with the given input element type."""
+    w = np.full((width, 2), 0.01, dtype=np.float32)
+    nodes = [helper.make_node("Cast", ["features"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x", "w"], ["probabilities"])]
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("features", elem, [None, width])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [width, 2], w.ravel().tolist())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def write(tmp_path: Path, model: Path, **changes: Any) -> Path:
+    config = yaml.safe_load(yaml.safe_dump(DEMO))
+    config["model"]["path"] = str(model)
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def good_model(tmp_path: Path) -> Path:
+    return linear_model(tmp_path / "good.onnx", 15)
+
+
+def test_valid_config_and_model_pass_without_broker(tmp_path: Path, good_model: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model)), "--skip-broker")
+    assert result.returncode == 0, result.stderr
+    assert "model ok" in result.stdout
+
+
+def test_unknown_key(tmp_path: Path, good_model: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model, batching__max_batch=5)), "--skip-broker")
+    assert result.returncode == 2
+    assert "batching.max_batch: unknown key" in one_error_line(result)
+
+
+def test_wrong_type_names_key_and_expectation(tmp_path: Path, good_model: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model, batching__max_wait_ms="soon")), "--skip-broker")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "batching.max_wait_ms" in line and "number" in line
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, tmp_path / "nope.onnx")), "--skip-broker")
+    assert result.returncode == 2
+    assert "model.path: file not found" in one_error_line(result)
+
+
+def test_feature_count_mismatch(tmp_path: Path) -> None:
+    model = linear_model(tmp_path / "narrow.onnx", 12)
+    result = run_cli("validate", "-c", str(write(tmp_path, model)), "--skip-broker")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "features:" in line and "15" in line and "12" in line
+
+
+def test_feature_dtype_mismatch(tmp_path: Path) -> None:
+    model = linear_model(tmp_path / "double.onnx", 15, TensorProto.DOUBLE)
+    result = run_cli("validate", "-c", str(write(tmp_path, model)), "--skip-broker")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "model.input" in line and "tensor(double)" in line and "tensor(float)" in line
+
+
+def test_unreachable_broker(tmp_path: Path, good_model: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = write(tmp_path, good_model, kafka__bootstrap_servers=f"127.0.0.1:{port}")
+    result = run_cli("validate", "-c", str(config), "--timeout", "2")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "kafka.bootstrap_servers" in line and f"127.0.0.1:{port}" in line
+
+
+def test_environment_overrides_reach_validation(tmp_path: Path, good_model: Path) -> None:
+    config = write(tmp_path, good_model)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamscore", "validate", "-c", str(config), "--skip-broker"],
+        capture_output=True, text=True, timeout=60,
+        env={**__import__("os").environ, "STREAMSCORE_BATCHING__MAX_BATCH_SIZE": "0"},
+    )
+    assert result.returncode == 2
+    assert "batching.max_batch_size" in one_error_line(result)
+
+
+def test_version_and_module_entry_point() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("streamscore ")

@@ -1,0 +1,198 @@
+"""Integration fixtures: a real broker, real service processes, real ONNX models.
+
+The broker is the embedded one (Tansu) unless ``STREAMSCORE_TEST_BOOTSTRAP`` names another
+(for example an Apache Kafka cluster); every test makes its own topics and group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+from streamscore.broker import EmbeddedBroker, free_port
+from streamscore.engines.kafka import create_topics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / "streamscore" / "demo" / "config.yaml"
+DEMO_MODEL = REPO / "streamscore" / "demo" / "fraud_model.onnx"
+HOUR_COLUMN = 11
+"""Position of ``hour`` in the demo feature layout (amount, 8 one-hot categories, country, card_present)."""
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("STREAMSCORE_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    log_file = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_file=log_file) as broker:
+        yield broker.bootstrap_servers
+
+
+@dataclass(frozen=True)
+class Topics:
+    source: str
+    destination: str
+    dead_letter: str
+    group: str
+    partitions: int
+
+
+@pytest.fixture
+def topics(bootstrap: str) -> Callable[..., Topics]:
+    def make(partitions: int = 4) -> Topics:
+        run = uuid.uuid4().hex[:8]
+        t = Topics(f"in-{run}", f"scores-{run}", f"dlq-{run}", f"group-{run}", partitions)
+        create_topics(bootstrap, {t.source: partitions, t.destination: partitions, t.dead_letter: 1})
+        return t
+
+    return make
+
+
+def _demo_config() -> dict[str, Any]:
+    return yaml.safe_load(DEMO_CONFIG.read_text())
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, bootstrap: str) -> Callable[..., Path]:
+    """A config file for the demo features and model on the given topics; ``overrides`` merge in."""
+
+    def write(t: Topics, **overrides: dict[str, Any]) -> Path:
+        config = _demo_config()
+        config["kafka"].update(bootstrap_servers=bootstrap, group_id=t.group, source_topics=[t.source],
+                               destination_topic=t.destination, dead_letter_topic=t.dead_letter,
+                               session_timeout_ms=6000)
+        config["model"]["path"] = str(DEMO_MODEL)
+        config["batching"].update(max_batch_size=500, max_wait_ms=10, max_in_flight=5000, commit_interval_ms=200)
+        config["metrics"] = {"host": "127.0.0.1", "port": free_port()}
+        for section, values in overrides.items():
+            if isinstance(values, dict) and isinstance(config.get(section), dict):
+                config[section].update(values)
+            else:
+                config[section] = values
+        path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+@dataclass
+class ServiceProcess:
+    """``streamscore run`` as a real subprocess."""
+
+    config: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        return int(yaml.safe_load(self.config.read_text())["metrics"]["port"])
+
+    def start(self) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamscore", "run", "-c", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, f"service exited:\n{self.log()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service not ready within {timeout}s:\n{self.log()}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def make(config: Path, env: dict[str, str] | None = None) -> ServiceProcess:
+        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env or {})
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def raising_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 15-column model that raises on rows whose ``hour`` is outside 0..23 (an out-of-range Gather)."""
+    path = tmp_path_factory.mktemp("models") / "raises_on_bad_hour.onnx"
+    weights = np.linspace(-0.1, 0.1, 15, dtype=np.float32).reshape(15, 1)
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["prob2d"]),
+        helper.make_node("Reshape", ["prob2d", "flat"], ["prob"]),
+        helper.make_node("Gather", ["features", "hour_col"], ["hour"], axis=1),
+        helper.make_node("Cast", ["hour"], ["hour_idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "hour_idx"], ["looked_up"], axis=0),
+        helper.make_node("Mul", ["looked_up", "tiny"], ["nudge"]),
+        helper.make_node("Add", ["prob", "nudge"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "raises_on_bad_hour",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 15])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])],
+        initializer=[
+            helper.make_tensor("w", TensorProto.FLOAT, [15, 1], weights.ravel().tolist()),
+            helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("hour_col", TensorProto.INT64, [], [HOUR_COLUMN]),
+            helper.make_tensor("table", TensorProto.FLOAT, [24], [0.0] * 24),
+            helper.make_tensor("tiny", TensorProto.FLOAT, [], [1e-9]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

@@ -1,0 +1,238 @@
+"""The service end to end: a real broker, ``streamscore run`` as a subprocess, real ONNX models."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamscore.demo.transactions import TransactionGenerator
+from tests.integration.conftest import ServiceProcess, Topics
+from tests.integration.kafka_helpers import Record, committed, consume, produce
+
+pytestmark = pytest.mark.integration
+
+
+def valid_events(n: int, seed: int = 1) -> list[tuple[bytes, bytes, None]]:
+    return [(k, v, None) for k, v in TransactionGenerator(seed=seed).encoded(n)]
+
+
+def by_key(records: list[Record]) -> dict[bytes | None, list[Record]]:
+    grouped: dict[bytes | None, list[Record]] = collections.defaultdict(list)
+    for r in records:
+        grouped[r.key].append(r)
+    return grouped
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$" if labels else rf"^{re.escape(name)} ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def positions_from(records: list[Record], topics: Topics) -> dict[int, int]:
+    """Per source partition, one past the highest source offset seen downstream."""
+    ends: dict[int, int] = {}
+    for r in records:
+        src = _source_of(r)
+        if src[0] == topics.source:
+            ends[src[1]] = max(ends.get(src[1], 0), src[2] + 1)
+    return ends
+
+
+def _source_of(r: Record) -> tuple[str, int, int]:
+    if "streamscore.source.topic" in r.headers:
+        h = r.headers
+        return (h["streamscore.source.topic"].decode(), int(h["streamscore.source.partition"]),
+                int(h["streamscore.source.offset"]))
+    src = orjson.loads(r.value or b"{}")["source"]
+    return src["topic"], src["partition"], src["offset"]
+
+
+def test_clean_run_one_output_per_input_and_commits_at_the_end(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    inputs = valid_events(20_000)
+    produce(bootstrap, t.source, inputs)
+    proc = service(write_config(t))
+    proc.wait_ready()
+
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+
+    assert all(r.topic == t.destination for r in outputs), "valid events must not be dead-lettered"
+    grouped = by_key(outputs)
+    assert set(grouped) == {k for k, _, _ in inputs}
+    assert all(len(v) == 1 for v in grouped.values()), "exactly one output per input"
+    sources = {_source_of(r) for r in outputs}
+    assert len(sources) == len(inputs)
+    record = orjson.loads(outputs[0].value or b"")
+    assert {"transaction_id", "score", "decision", "model", "model_version", "source", "event_time_ms",
+            "scored_at_ms"} <= set(record)
+    assert record["decision"] in {"approve", "review", "reject"}
+    assert record["transaction_id"].encode() == outputs[0].key
+
+    ends = positions_from(outputs, t)
+    assert sum(ends.values()) == len(inputs), "offsets are dense per partition"
+    assert committed(bootstrap, t.group, t.source, t.partitions) == ends
+
+
+def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics(partitions=2)
+    good = [(k, v, [("trace", b"t-" + k)]) for k, v in TransactionGenerator(seed=3).encoded(300)]
+    event = json.loads(good[0][1])
+    bad_inputs = {
+        b"bad-json": (b"{not json", "malformed_json"),
+        b"bad-array": (b"[1, 2, 3]", "not_an_object"),
+        b"bad-missing": (json.dumps({k: v for k, v in event.items() if k != "amount"}).encode(), "missing_field"),
+        b"bad-type": (json.dumps({**event, "amount": "twelve"}).encode(), "wrong_type"),
+        b"bad-nan": (json.dumps({**event, "amount": float("nan")}).encode(), "non_finite"),
+        b"bad-inf": (json.dumps(event).replace('"amount":', '"amount": 1e999, "x":').encode(), "non_finite"),
+        b"bad-oversize": (b'{"pad": "' + b"x" * 1_100_000 + b'"}', "oversize"),
+        b"bad-empty": (b"", "malformed_json"),
+    }
+    bad = [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()]
+    inputs = good[:150] + bad + good[150:]
+    produce(bootstrap, t.source, inputs)
+    proc = service(write_config(t))
+    proc.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+
+    scored = [r for r in outputs if r.topic == t.destination]
+    dead = {r.key: r for r in outputs if r.topic == t.dead_letter}
+    assert len(scored) == len(good) and len(dead) == len(bad) and len(outputs) == len(inputs)
+    for key, (value, reason) in bad_inputs.items():
+        record = dead[key]
+        assert record.headers["streamscore.reason"].decode() == reason, key
+        assert record.headers["streamscore.detail"]
+        assert record.headers["trace"] == b"t-" + key, "original headers are kept"
+        assert record.headers["streamscore.source.topic"].decode() == t.source
+        assert int(record.headers["streamscore.time"]) > 0
+        if reason == "oversize":
+            assert int(record.headers["streamscore.value.truncated.from"]) == len(value)
+            assert value.startswith(record.value or b"x")
+        else:
+            assert record.value == value, "original value is kept"
+
+
+def test_model_that_raises_on_some_rows_dead_letters_only_those(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess], raising_model: Path,
+) -> None:
+    t = topics(partitions=1)
+    events = TransactionGenerator(seed=5).events(400)
+    poisoned = {3, 77, 78, 250, 399}
+    inputs = []
+    for i, e in enumerate(events):
+        if i in poisoned:
+            e = {**e, "hour": 99}
+        inputs.append((e["transaction_id"].encode(), orjson.dumps(e), None))
+    produce(bootstrap, t.source, inputs)
+    config = write_config(t, model={"path": str(raising_model), "score_output": "score",
+                                                            "score_column": None, "name": "raiser"})
+    proc = service(config)
+    proc.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+
+    dead = [r for r in outputs if r.topic == t.dead_letter]
+    assert {r.key for r in dead} == {inputs[i][0] for i in poisoned}
+    assert all(r.headers["streamscore.reason"] == b"model_error" for r in dead)
+    assert len([r for r in outputs if r.topic == t.destination]) == len(inputs) - len(poisoned)
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    inputs = valid_events(60_000, seed=11)
+    produce(bootstrap, t.source, inputs)
+    config = write_config(t)
+    first = service(config)
+    first.wait_ready()
+    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= 15_000, 60, "scoring to start")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+
+    second = service(config)
+    second.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), timeout=120)
+    second.signal(signal.SIGTERM)
+    assert second.wait(30) == 0, second.log()
+
+    grouped = by_key(outputs)
+    missing = {k for k, _, _ in inputs} - set(grouped)
+    assert not missing, f"{len(missing)} inputs lost"
+    duplicates = len(outputs) - len(inputs)
+    assert 0 <= duplicates <= 5000 + 500, f"{duplicates} duplicates exceed max_in_flight + one batch"
+
+
+def test_sigterm_under_load_drains_commits_and_exits_zero(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    inputs = valid_events(40_000, seed=13)
+    produce(bootstrap, t.source, inputs)
+    proc = service(write_config(t))
+    proc.wait_ready()
+    wait_for(lambda: metric(proc.metrics(), "streamscore_events_scored_total") >= 5_000, 60, "scoring to start")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(35) == 0, proc.log()
+
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=1, timeout=30, idle=3)
+    ends = positions_from(outputs, t)
+    assert committed(bootstrap, t.group, t.source, t.partitions) == {p: ends.get(p, -1001) for p in range(4)}, \
+        "the drain commits exactly up to what was written"
+    assert len(by_key(outputs)) == len(outputs), "no duplicates within one clean run"
+
+
+def test_two_instances_split_partitions_and_lose_nothing_across_the_rebalance(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    inputs = valid_events(40_000, seed=17)
+    first = service(write_config(t))
+    first.wait_ready()
+    produce(bootstrap, t.source, inputs[:20_000])
+    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= 5_000, 60, "first instance")
+    second = service(write_config(t))
+    second.wait_ready()
+    produce(bootstrap, t.source, inputs[20_000:])
+
+    wait_for(lambda: metric(second.metrics(), "streamscore_assigned_partitions") > 0, 60, "second instance assignment")
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), timeout=120)
+    a, b = metric(first.metrics(), "streamscore_assigned_partitions"), metric(second.metrics(), "streamscore_assigned_partitions")
+    for proc in (first, second):
+        proc.signal(signal.SIGTERM)
+    assert first.wait(30) == 0 and second.wait(30) == 0
+
+    assert a + b == 4 and a > 0 and b > 0, "the two instances split the partitions"
+    assert {k for k, _, _ in inputs} <= set(by_key(outputs)), "nothing lost across the rebalance"
