@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-import sklearn
 import skl2onnx
+import sklearn
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
@@ -31,8 +31,8 @@ from sklearn.model_selection import train_test_split
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamscore.config import FeatureSettings, load_settings  # noqa: E402
-from streamscore.demo.transactions import FRAUD_RATE, TransactionGenerator  # noqa: E402
+from streamscore.config import FeatureSettings, load_settings
+from streamscore.demo.transactions import FRAUD_RATE, TransactionGenerator
 
 DEMO = ROOT / "streamscore" / "demo"
 CONFIG = DEMO / "config.yaml"
@@ -98,9 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     card = model_card(
         args=args, specs=specs, columns=columns, labels=labels, n_train=len(y_train), n_test=len(y_test),
-        metrics=metrics, thresholds=thresholds, default_label=decisions.default, size=size, timing=timing,
-        extractor_used=extractor_used, fit_s=fit_s, coverage=coverage(events, specs),
-        opsets=", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import), decision_ranges=decision_ranges(thresholds, decisions.default),
+        metrics=metrics, size=size, timing=timing, extractor_used=extractor_used, fit_s=fit_s,
+        coverage=coverage(events, specs),
+        opsets=", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+        decision_ranges=decision_ranges(thresholds, decisions.default),
     )
     (args.out_dir / "MODEL_CARD.md").write_text(card)
     print(f"wrote {args.out_dir / 'MODEL_CARD.md'}")
@@ -185,13 +186,14 @@ def _get(event: dict[str, Any], path: str) -> Any:
 
 def to_onnx(clf: GradientBoostingClassifier, width: int) -> onnx.ModelProto:
     """Outputs ``label`` (int64 [N]) and ``probabilities`` (float32 [N, 2]); input ``features``."""
-    return convert_sklearn(
+    model: onnx.ModelProto = convert_sklearn(
         clf,
         name="fraud-demo",
         initial_types=[("features", FloatTensorType([None, width]))],
         options={id(clf): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
+    return model
 
 
 def check_signature(session: ort.InferenceSession, width: int) -> None:
@@ -374,8 +376,9 @@ Column names: {', '.join(f'`{c}`' for c in k['columns'])}.
 
 - scikit-learn {sklearn.__version__} `GradientBoostingClassifier`: {hp}, random_state={args.seed}.
   Fit time {k['fit_s']:.1f} s.
-- Converted with skl2onnx {skl2onnx.__version__} (`zipmap` off), target opsets `{TARGET_OPSET}` (the file needs {k['opsets']});
-  ONNX `model_version` {MODEL_VERSION}; `metadata_props` hold the seed, data size and test metrics.
+- Converted with skl2onnx {skl2onnx.__version__} (`zipmap` off), target opsets `{TARGET_OPSET}`
+  (the file needs {k['opsets']}); ONNX `model_version` {MODEL_VERSION}; `metadata_props` hold the
+  seed, data size and test metrics.
 - File size: {k['size']:,} bytes.
 
 ## Input and output tensors

@@ -7,7 +7,7 @@ of the right type, costs one ``set(map(type, ...))``), and converted with one nu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from streamscore.config import FeatureSettings
 
 MISSING: Any = object()
 """Stands for a field absent from the event (JSON null counts as absent too)."""
+_ABSENT_TYPES = frozenset({type(MISSING), type(None)})
 
 _NUMERIC = {int, float}
 _ACCEPTED: dict[str, frozenset[type]] = {
@@ -27,24 +28,23 @@ _ACCEPTED: dict[str, frozenset[type]] = {
 }
 
 
-def field_getter(path: str) -> Callable[[dict[str, Any]], Any]:
-    """A function reading a dotted path from a decoded event, MISSING where any step is absent."""
-    parts = path.split(".")
-    if len(parts) == 1:
-        key = parts[0]
-        return lambda event: event.get(key, MISSING)
+def gather(events: Sequence[Any], path: str, cache: dict[str, list[Any]]) -> list[Any]:
+    """The value at a dotted path for every event (MISSING where any step is absent).
 
-    def get(event: dict[str, Any]) -> Any:
-        node: Any = event
-        for part in parts:
-            if not isinstance(node, dict):
-                return MISSING
-            node = node.get(part, MISSING)
-            if node is MISSING:
-                return MISSING
-        return node
-
-    return get
+    Each path level is read once per batch with an inline comprehension, and shared through
+    ``cache`` by every feature and output field under the same prefix (``card.id``, ``card.age``).
+    """
+    found = cache.get(path)
+    if found is not None:
+        return found
+    parent, _, leaf = path.rpartition(".")
+    if parent:
+        nodes = gather(events, parent, cache)
+        found = [n.get(leaf, MISSING) if type(n) is dict else MISSING for n in nodes]
+    else:
+        found = [e.get(leaf, MISSING) for e in events]
+    cache[path] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +66,18 @@ class _Column:
     def __init__(self, spec: FeatureSettings, offset: int) -> None:
         self.spec = spec
         self.offset = offset
-        self.get = field_getter(spec.field_path)
         self.accepted = _ACCEPTED[spec.dtype]
         self.index = {c: float(i) for i, c in enumerate(spec.categories)}
         self.default = spec.default
 
-    def fill(self, events: Sequence[dict[str, Any]], out: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:
-        values = [self.get(e) for e in events]
-        if not set(map(type, values)) <= self.accepted:
-            values = self._repair(values, reasons)
+    def fill(self, values: list[Any], out: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:
+        types = set(map(type, values))
+        if not types <= self.accepted:
+            if not self.spec.required and types <= self.accepted | _ABSENT_TYPES:
+                fallback = self.default if self.default is not None else ""
+                values = [fallback if v is MISSING or v is None else v for v in values]
+            else:
+                values = self._repair(values, reasons)
         if self.spec.dtype == "category":
             self._fill_category(values, out)
             return
@@ -92,11 +95,11 @@ class _Column:
     def _fill_category(self, values: list[Any], out: np.ndarray) -> None:
         if self.spec.encoding == "index":
             unknown = self.spec.unknown_value
-            out[:, self.offset] = np.fromiter(
-                (self.index.get(v, unknown) for v in values), dtype=np.float32, count=len(values)
-            )
+            get = self.index.get
+            out[:, self.offset] = np.array([get(v, unknown) for v in values], dtype=np.float32)
             return
-        positions = np.fromiter((self.index.get(v, -1.0) for v in values), dtype=np.int64, count=len(values))
+        get = self.index.get
+        positions = np.array([get(v, -1.0) for v in values], dtype=np.int64)
         known = np.flatnonzero(positions >= 0)
         out[known, self.offset + positions[known]] = 1.0
 
@@ -163,10 +166,14 @@ class FeatureExtractor:
                 names.extend(f"{spec.name}={c}" for c in spec.categories)
         return names
 
-    def extract(self, events: Sequence[dict[str, Any]]) -> Extraction:
-        """Extract every feature of every event; never raises on bad values."""
+    def extract(self, events: Sequence[dict[str, Any]], cache: dict[str, list[Any]] | None = None) -> Extraction:
+        """Extract every feature of every event; never raises on bad values.
+
+        ``cache`` (path -> values) may be shared with later readers of the same events.
+        """
+        cache = {} if cache is None else cache
         matrix = np.zeros((len(events), self.width), dtype=np.float32)
         reasons: list[tuple[str, str] | None] = [None] * len(events)
         for column in self.columns:
-            column.fill(events, matrix, reasons)
+            column.fill(gather(events, column.spec.field_path, cache), matrix, reasons)
         return Extraction(matrix, reasons)

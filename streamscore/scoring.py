@@ -17,7 +17,7 @@ import orjson
 
 from streamscore.config import Settings
 from streamscore.decisions import DecisionPolicy
-from streamscore.features import MISSING, FeatureExtractor, field_getter
+from streamscore.features import MISSING, FeatureExtractor, gather
 from streamscore.records import Rejection, ScoredBatch, SourceMessage
 from streamscore.runners.base import ModelRunner
 
@@ -89,13 +89,14 @@ class Scorer:
         self.extractor = FeatureExtractor(settings.features)
         self.policy = DecisionPolicy(settings.decisions)
         self.max_bytes = settings.batching.max_message_bytes
-        self._copy = [(name, field_getter(name)) for name in settings.output.copy_fields]
+        self.copy_fields = list(settings.output.copy_fields)
 
     def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
         events, rejections = decode([m.value() for m in messages], self.max_bytes)
         rows = [i for i, e in enumerate(events) if e is not None]
         valid_events = [events[i] for i in rows]
-        extraction = self.extractor.extract(valid_events)
+        paths: dict[str, list[Any]] = {}
+        extraction = self.extractor.extract(valid_events, paths)
         keep: list[int] = []
         for row, reason in zip(rows, extraction.reasons, strict=True):
             if reason is None:
@@ -117,38 +118,37 @@ class Scorer:
             keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
             scores = scores[finite]
         decisions = self.policy.indices(scores)
-        outputs = self._render(messages, events, keep, scores, decisions)
+        position = {row: i for i, row in enumerate(rows)}
+        copied = [(name, gather(valid_events, name, paths)) for name in self.copy_fields]
+        outputs = self._render(messages, [position[row] for row in keep], keep, copied, scores, decisions)
         rejections.sort(key=lambda r: r.index)
         return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
 
     def _render(
         self,
         messages: Sequence[SourceMessage],
-        events: list[Any],
+        positions: list[int],
         rows: list[int],
+        copied: list[tuple[str, list[Any]]],
         scores: np.ndarray,
         decisions: np.ndarray,
     ) -> list[bytes]:
-        """One JSON record per scored event."""
+        """One JSON record per scored event; ``positions`` index the ``copied`` columns."""
         labels = self.policy.labels
         name, version = self.runner.name, self.runner.version
         now_ms = int(time.time() * 1000)
         dumps = orjson.dumps
-        copy = self._copy
         out: list[bytes] = []
-        for row, score, decision in zip(rows, scores.tolist(), decisions.tolist(), strict=True):
+        for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
             msg = messages[row]
-            event = events[row]
-            record = {n: v for n, get in copy if (v := get(event)) is not MISSING}
+            record = {n: v for n, column in copied if (v := column[pos]) is not MISSING}
             ts_type, ts = msg.timestamp()
-            record.update(
-                score=score,
-                decision=labels[decision],
-                model=name,
-                model_version=version,
-                source={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-                event_time_ms=ts if ts_type else None,
-                scored_at_ms=now_ms,
-            )
+            record["score"] = score
+            record["decision"] = labels[decision]
+            record["model"] = name
+            record["model_version"] = version
+            record["source"] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+            record["event_time_ms"] = ts if ts_type else None
+            record["scored_at_ms"] = now_ms
             out.append(dumps(record))
         return out

@@ -140,25 +140,31 @@ _NO_ACTIVITY: Final = 0.015
 _NO_TX_1H: Final = 0.02
 _NO_TX_24H: Final = 0.01
 
+
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijection on uint64, so distinct inputs give distinct ids."""
     x = x ^ (x >> np.uint64(30))
     x = x * np.uint64(0xBF58476D1CE4E5B9)
     x = x ^ (x >> np.uint64(27))
     x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    mixed: np.ndarray = x ^ (x >> np.uint64(31))
+    return mixed
 
 
 def _pick(cum: np.ndarray, profile: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Index drawn per row from the cumulative distribution of that row's profile."""
-    return (u[:, None] >= cum[profile]).sum(axis=1)
+    index: np.ndarray = (u[:, None] >= cum[profile]).sum(axis=1)
+    return index
 
 
 class TransactionGenerator:
     """A deterministic stream of synthetic card transactions for a seed.
 
     Successive calls continue the stream (new ids, later event times); two generators with the
-    same seed and the same sequence of calls return identical output.
+    same seed and the same sequence of calls return identical output. ``event_time`` starts at
+    2024-01-01 UTC in ``events``/``labelled``; ``hour`` is the local hour at the merchant, drawn
+    from the profile's daily pattern, not derived from ``event_time``. Cards (250,000, with a
+    fixed age each) and merchants (one ``(category, country)`` each) are drawn per generator.
     """
 
     def __init__(self, seed: int = 0, malformed_rate: float = 0.0) -> None:

@@ -1,0 +1,83 @@
+"""The metrics endpoint during a live run: counters and histograms move and agree with the events."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streamscore.demo.transactions import TransactionGenerator
+from tests.integration.conftest import ServiceProcess, Topics
+from tests.integration.kafka_helpers import consume, produce
+
+pytestmark = pytest.mark.integration
+
+
+def samples(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def labelled(values: dict[str, float], name: str) -> dict[str, float]:
+    pattern = re.compile(rf'^{re.escape(name)}\{{\w+="([^"]*)"\}}$')
+    return {m.group(1): v for k, v in values.items() if (m := pattern.match(k))}
+
+
+def test_metrics_move_and_agree_with_the_events(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    inputs = [(k, v, None) for k, v in TransactionGenerator(seed=21, malformed_rate=0.05).encoded(6000)]
+    proc = service(write_config(t))
+    proc.wait_ready()
+    before = samples(proc.metrics())
+    assert before["streamscore_events_consumed_total"] == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/healthz", timeout=5) as r:
+        assert r.status == 200
+
+    produce(bootstrap, t.source, inputs)
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), idle=1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # outputs are visible a moment before the acknowledgement is counted
+        after = samples(proc.metrics())
+        if after["streamscore_end_to_end_latency_seconds_count"] >= len(inputs):
+            break
+        time.sleep(0.2)
+
+    scored = sum(1 for r in outputs if r.topic == t.destination)
+    dead = len(outputs) - scored
+    assert after["streamscore_events_consumed_total"] == len(inputs)
+    assert after["streamscore_events_scored_total"] == scored
+    dead_by_reason = labelled(after, "streamscore_events_dead_lettered_total")
+    assert sum(dead_by_reason.values()) == dead > 0
+    downstream_reasons: dict[str, int] = {}
+    for r in outputs:
+        if r.topic == t.dead_letter:
+            reason = r.headers["streamscore.reason"].decode()
+            downstream_reasons[reason] = downstream_reasons.get(reason, 0) + 1
+    assert dead_by_reason == downstream_reasons
+    assert sum(labelled(after, "streamscore_decisions_total").values()) == scored
+    assert after["streamscore_batch_size_sum"] == len(inputs)
+    assert after["streamscore_batch_size_count"] == after["streamscore_model_inference_seconds_count"] > 0
+    assert after["streamscore_model_inference_seconds_sum"] > 0
+    assert after["streamscore_end_to_end_latency_seconds_count"] == len(inputs)
+    assert after['streamscore_end_to_end_latency_seconds_bucket{le="+Inf"}'] == len(inputs)
+    assert after["streamscore_in_flight_events"] == 0
+    assert after["streamscore_commits_total"] > 0
+    assert after["streamscore_assigned_partitions"] == 4
+
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=2)
