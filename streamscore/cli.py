@@ -113,6 +113,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from streamscore.demo.run import DemoOptions, run_demo
 
+    if args.log_level is None:  # the progress line and summary are the demo's output
+        logging.getLogger().setLevel(logging.WARNING)
     return run_demo(DemoOptions(
         bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
         malformed_rate=args.malformed_rate, provider=args.provider,

@@ -82,11 +82,10 @@ def _run(settings: Settings, options: DemoOptions) -> int:
     producer = _ProducerThread(k.bootstrap_servers, k.source_topics[0], options, service)
     stop = threading.Event()
     monitor = threading.Thread(target=_monitor, args=(service, producer, stop), daemon=True)
-    started = time.monotonic()
     producer.start()
     monitor.start()
     code = service.run(stop)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - producer.started_at
     monitor.join()
     producer.join()
     if producer.error:
@@ -95,7 +94,7 @@ def _run(settings: Settings, options: DemoOptions) -> int:
     totals = service.pipeline.totals if service.pipeline else Totals()
     landed = _count_outputs(k.bootstrap_servers, k.destination_topic, k.dead_letter_topic,
                             totals.scored, totals.dead_lettered)
-    _summary(service, producer.produced, totals, landed, elapsed)
+    _summary(service, producer.produced, totals, landed, elapsed, options.rate)
     balanced = totals.consumed == totals.scored + totals.dead_lettered == producer.produced
     downstream = landed == (totals.scored, totals.dead_lettered)
     return code if balanced and downstream else 1
@@ -110,6 +109,7 @@ class _ProducerThread(threading.Thread):
         self.topic = topic
         self.options = options
         self.produced = 0
+        self.started_at = time.monotonic()
         self.error: str | None = None
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
                                    "compression.type": "lz4", "message.max.bytes": 4_000_000})
@@ -119,7 +119,7 @@ class _ProducerThread(threading.Thread):
         total, rate = self.options.events, self.options.rate
         chunk = 1000 if rate <= 0 else max(1, min(1000, int(rate / 100)))
         self._wait_for_assignment()
-        started = time.monotonic()
+        started = self.started_at = time.monotonic()
         try:
             while self.produced < total:
                 n = min(chunk, total - self.produced)
@@ -208,7 +208,8 @@ def _count_outputs(bootstrap: str, destination: str, dead_letter: str, scored: i
     return counts[destination], counts[dead_letter]
 
 
-def _summary(service: Service, produced: int, t: Totals, landed: tuple[int, int], elapsed: float) -> None:
+def _summary(service: Service, produced: int, t: Totals, landed: tuple[int, int], elapsed: float,
+             rate: float) -> None:
     latency = service.metrics.end_to_end
     reasons = _dead_letter_reasons(service)
     ok = t.consumed == t.scored + t.dead_lettered
@@ -219,7 +220,8 @@ def _summary(service: Service, produced: int, t: Totals, landed: tuple[int, int]
     print(f"  scored         {t.scored:>10,}  " + ", ".join(f"{k} {v:,}" for k, v in t.decisions.items()))
     print(f"  dead-lettered  {t.dead_lettered:>10,}  " + ", ".join(f"{k} {v:,}" for k, v in reasons.items()))
     print(f"  downstream     {landed[0]:>10,} score records, {landed[1]:,} dead-letter records read back")
-    print(f"  throughput     {t.consumed / elapsed if elapsed else 0:>10,.0f} events/s over {elapsed:.1f} s")
+    offered = "as fast as possible" if rate <= 0 else f"offered {rate:,.0f}/s"
+    print(f"  throughput     {t.consumed / elapsed if elapsed else 0:>10,.0f} events/s over {elapsed:.1f} s ({offered})")
     print(f"  latency        p50 <= {_ms(latency.quantile(0.5))}, p99 <= {_ms(latency.quantile(0.99))} "
           "(event time to output acknowledged)")
 
