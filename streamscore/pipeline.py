@@ -212,7 +212,7 @@ class Pipeline:
     def _commit(self, final: bool = False, quiet: bool = False) -> None:
         """Commit synchronously: a position counts as committed only once the broker confirmed it,
         so a crash can redo at most ``max_in_flight`` events (plus one batch)."""
-        positions = self._tracker.committable()
+        positions = {tp: pos for tp, pos in self._tracker.committable().items() if tp in self._assigned}
         if not positions:
             return
         try:
@@ -242,7 +242,11 @@ class Pipeline:
         self._forget(partitions)
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Another member owns them now: drop their unscored events; nothing of theirs is committed."""
         log.warning("lost %s (session expired): their uncommitted work will be redone elsewhere", _names(partitions))
+        lost = set(partitions)
+        pending = self._batcher.take() or []
+        self._batcher.add([m for m in pending if (m.topic(), m.partition()) not in lost])
         self._forget(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
