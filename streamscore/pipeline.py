@@ -75,8 +75,7 @@ class Pipeline:
         Returns True when the drain finished within ``drain_timeout_s``. Raises DeliveryError on a
         fatal delivery failure, after committing only what was acknowledged before it.
         """
-        self.source.subscribe(self._on_assign, self._on_revoke, self._on_lost)
-        self.health.ready = True
+        self.start()
         try:
             while not stop.is_set():
                 self.step()
@@ -89,6 +88,11 @@ class Pipeline:
             raise
         finally:
             self.source.close()
+
+    def start(self) -> None:
+        """Join the consumer group; ``run`` calls it, tests driving ``step`` call it themselves."""
+        self.source.subscribe(self._on_assign, self._on_revoke, self._on_lost)
+        self.health.ready = True
 
     def step(self) -> None:
         """One turn: consume (unless the in-flight window is full), score due batches, commit."""
