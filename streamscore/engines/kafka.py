@@ -128,7 +128,11 @@ class KafkaSource:
 
     def poll(self, max_messages: int, timeout: float) -> Sequence[SourceMessage]:
         assert self._consumer is not None, "subscribe() first"
-        messages = self._consumer.consume(max_messages, timeout)
+        try:
+            messages = self._consumer.consume(max_messages, timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            raise BrokerError(f"consumer failed: {err.str()}", err.code()) from None
         self._errors.raise_if_fatal()
         if any(m.error() is not None for m in messages):
             messages = [m for m in messages if not _consume_error(m)]

@@ -1,0 +1,246 @@
+"""Side-by-side benchmark: pass-through ceiling, naive per-message loop, and streamscore.
+
+    python -m load.benchmark --events 300000 [--bootstrap-servers host:9092] [--output bench.json]
+
+One run, one broker, one input topic of N synthetic transactions (4 partitions):
+1. ceiling: a minimal confluent-kafka loop that consumes raw bytes in batches, produces them
+   unchanged, and commits after delivery; nothing that does more work can be faster here;
+2. naive: poll one event, decode, score a batch of one, produce, flush, commit; it is so slow
+   that it runs for ``--naive-seconds`` over a prefix of the same events, and its rate is that
+   prefix's;
+3. streamscore: ``streamscore run`` as its own process with the demo configuration.
+Every variant's outputs are read back and counted, so none can win by dropping work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamscore.broker import EmbeddedBroker, free_port
+from streamscore.config import load_settings
+from streamscore.decisions import DecisionPolicy
+from streamscore.demo.transactions import TransactionGenerator
+from streamscore.engines.kafka import create_topics
+from streamscore.features import FeatureExtractor
+from streamscore.runners.onnx import OnnxRunner
+
+PARTITIONS = 4
+log = logging.getLogger("benchmark")
+
+
+def consumer(bootstrap: str, group: str, topic: str, **extra: Any) -> Consumer:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "session.timeout.ms": 6000, "fetch.wait.max.ms": 10, **extra})
+    c.subscribe([topic])
+    return c
+
+
+def producer(bootstrap: str, **extra: Any) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                     "message.max.bytes": 4_000_000, **extra})
+
+
+def produce_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    p = producer(bootstrap, **{"linger.ms": 20})
+    for key, value in items:
+        while True:
+            try:
+                p.produce(topic, value, key)
+                break
+            except BufferError:
+                p.poll(0.05)
+    if p.flush(120) != 0:
+        raise SystemExit("inputs not acknowledged")
+
+
+def count_records(bootstrap: str, topics: list[str], expected: int, timeout: float = 120.0) -> int:
+    """Records in ``topics``, read from the start (never end offsets: the embedded broker's are off)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000})
+    c.subscribe(topics)
+    seen, deadline, quiet = 0, time.monotonic() + timeout, 0
+    try:
+        while time.monotonic() < deadline and (seen < expected or quiet < 5):
+            batch = [m for m in c.consume(10_000, 0.3) if m.error() is None]
+            seen += len(batch)
+            quiet = quiet + 1 if not batch and seen >= expected else 0
+    finally:
+        c.close()
+    return seen
+
+
+def ceiling(bootstrap: str, source: str, out: str, total: int) -> float:
+    """Raw bytes in, the same bytes out, commit after delivery: the broker-and-client limit."""
+    c = consumer(bootstrap, f"ceiling-{uuid.uuid4().hex[:6]}", source)
+    p = producer(bootstrap, **{"linger.ms": 5, "compression.type": "lz4"})
+    done, started, positions = 0, 0.0, {}
+    while done < total:
+        msgs = c.consume(2000, 0.5)
+        if msgs and not started:
+            started = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                p.produce(out, m.value(), m.key())
+                positions[(m.topic(), m.partition())] = m.offset() + 1
+        done += len(msgs)
+        p.poll(0)
+        if len(p) > 20_000 or done >= total:
+            p.flush(60)
+            c.commit(offsets=[TopicPartition(t, q, o) for (t, q), o in positions.items()], asynchronous=False)
+    elapsed = time.perf_counter() - started
+    c.close()
+    return total / elapsed
+
+
+def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -> tuple[float, int]:
+    """One event at a time through decode, features, model, decision, produce+flush, commit."""
+    settings = load_settings(config, env={})
+    runner = OnnxRunner(settings.model, settings.feature_width)
+    runner.load()
+    features, policy = FeatureExtractor(settings.features), DecisionPolicy(settings.decisions)
+    c = consumer(bootstrap, f"naive-{uuid.uuid4().hex[:6]}", source)
+    p = producer(bootstrap)
+    done, started = 0, 0.0
+    while not started or time.perf_counter() - started < seconds:
+        m = c.poll(0.5)
+        if m is None or m.error() is not None:
+            continue
+        started = started or time.perf_counter()
+        try:
+            event = orjson.loads(m.value())
+            extraction = features.extract([event])
+            score = float(runner.predict(extraction.matrix)[0]) if extraction.reasons[0] is None else None
+        except Exception:
+            score = None
+        value = orjson.dumps({"score": score, "decision": policy.decide([score])[0] if score is not None else None})
+        p.produce(out, value, m.key())
+        p.flush(10)
+        c.commit(message=m, asynchronous=False)
+        done += 1
+    elapsed = time.perf_counter() - started
+    c.close()
+    return done / elapsed, done
+
+
+def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path) -> float:
+    """``streamscore run`` as a subprocess; timed from its first consumed event to the last commit."""
+    port = free_port()
+    with as_file(files("streamscore.demo") / "config.yaml") as demo:
+        config = yaml.safe_load(Path(demo).read_text())
+        config["model"]["path"] = str(Path(demo).parent / "fraud_model.onnx")
+    config["kafka"].update(bootstrap_servers=bootstrap, group_id=f"streamscore-{uuid.uuid4().hex[:6]}",
+                           source_topics=[source], destination_topic=out, dead_letter_topic=dlq,
+                           session_timeout_ms=6000)
+    config["model"]["provider"] = "cpu"
+    config["metrics"] = {"host": "127.0.0.1", "port": port}
+    path = workdir / "streamscore.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=(workdir / "streamscore.log").open("wb"))
+    try:
+        started = ended = 0.0
+        while not ended:
+            values = _scrape(port)
+            consumed = values.get("streamscore_events_consumed_total", 0.0)
+            if consumed and not started:
+                started = time.perf_counter()
+            if consumed >= total and values.get("streamscore_uncommitted_events", 1) == 0:
+                ended = time.perf_counter()
+            if proc.poll() is not None:
+                raise SystemExit(f"streamscore exited early; see {workdir / 'streamscore.log'}")
+            time.sleep(0.02)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return total / (ended - started)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in pairs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--naive-seconds", type=float, default=20.0)
+    parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--output", type=Path, default=Path("load/results/benchmark.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level="WARNING")
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        run = uuid.uuid4().hex[:6]
+        source = f"bench-in-{run}"
+        outs = {name: f"bench-{name}-{run}" for name in ("ceiling", "naive", "streamscore", "dlq")}
+        create_topics(bootstrap, {source: PARTITIONS, **{t: PARTITIONS for t in outs.values()}})
+        print(f"producing {args.events:,} events to {source} ...", flush=True)
+        produce_all(bootstrap, source, TransactionGenerator(seed=42, malformed_rate=0.002).encoded(args.events))
+
+        results: dict[str, Any] = {}
+        print("ceiling ...", flush=True)
+        results["ceiling"] = _checked(lambda: ceiling(bootstrap, source, outs["ceiling"], args.events),
+                                      bootstrap, [outs["ceiling"]], args.events)
+        print("streamscore ...", flush=True)
+        results["streamscore"] = _checked(
+            lambda: streamscore(bootstrap, source, outs["streamscore"], outs["dlq"], args.events, workdir),
+            bootstrap, [outs["streamscore"], outs["dlq"]], args.events)
+        print(f"naive (for {args.naive_seconds:g} s) ...", flush=True)
+        with as_file(files("streamscore.demo") / "config.yaml") as demo:
+            rate, done = naive(bootstrap, source, outs["naive"], Path(demo), args.naive_seconds)
+        results["naive"] = {"events_per_second": round(rate), "events": done,
+                            "outputs_counted": count_records(bootstrap, [outs["naive"]], done)}
+
+    s, c, n = (results[k]["events_per_second"] for k in ("streamscore", "ceiling", "naive"))
+    report = {
+        "events": args.events, "partitions": PARTITIONS,
+        "broker": args.bootstrap_servers or "embedded (Tansu)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **results,
+        "ratios": {"streamscore_over_ceiling": round(s / c, 3), "streamscore_over_naive": round(s / n, 1)},
+    }
+    print(f"\n{'variant':<12} {'events/s':>12}  {'events':>9}  outputs counted")
+    for name in ("ceiling", "naive", "streamscore"):
+        r = results[name]
+        print(f"{name:<12} {r['events_per_second']:>12,}  {r['events']:>9,}  {r['outputs_counted']:,}")
+    print(f"\nstreamscore / ceiling = {s / c:.2f}    streamscore / naive = {s / n:.0f}x")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"figures written to {args.output}")
+
+
+def _checked(measure: Callable[[], float], bootstrap: str, topics: list[str], total: int) -> dict[str, Any]:
+    rate = measure()
+    counted = count_records(bootstrap, topics, total)
+    if counted < total:
+        raise SystemExit(f"{topics}: only {counted:,} of {total:,} outputs found; the figure would be a lie")
+    return {"events_per_second": round(rate), "events": total, "outputs_counted": counted}
+
+
+if __name__ == "__main__":
+    main()
