@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="consume, score and produce until stopped")
     run.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes in the same consumer group on this host (metrics on port, port+1, ...)")
     run.set_defaults(command=_run)
 
     validate = commands.add_parser("validate", help="check configuration, model and broker, then exit")
@@ -89,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
     from streamscore.service import Service, stop_on_signals
 
     settings = _load(args.config, args.log_level)
+    if args.workers > 1:
+        from streamscore.workers import run_workers
+
+        return run_workers(args.config, args.workers, settings.metrics.port, args.log_level)  # type: ignore[attr-defined]
     stop = threading.Event()
     stop_on_signals(stop)
     return Service(settings).run(stop)  # type: ignore[arg-type]

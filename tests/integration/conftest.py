@@ -102,6 +102,7 @@ class ServiceProcess:
     config: Path
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +112,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamscore", "run", "-c", str(self.config)],
+            [sys.executable, "-m", "streamscore", "run", "-c", str(self.config), *self.args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
         )
         log.close()
@@ -130,8 +131,8 @@ class ServiceProcess:
             time.sleep(0.1)
         raise AssertionError(f"service not ready within {timeout}s:\n{self.log()}")
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+    def metrics(self, port_offset: int = 0) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + port_offset}/metrics", timeout=5) as r:
             return r.read().decode()
 
     def signal(self, signum: int) -> None:
@@ -155,8 +156,8 @@ class ServiceProcess:
 def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     started: list[ServiceProcess] = []
 
-    def make(config: Path, env: dict[str, str] | None = None) -> ServiceProcess:
-        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env or {})
+    def make(config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ServiceProcess:
+        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env or {}, args)
         started.append(proc)
         return proc.start()
 
