@@ -1,0 +1,84 @@
+"""Latency probe: consumes the score topic and measures end to end latency per event.
+
+Latency = the score record's arrival here minus its ``event_time_ms`` (the input's Kafka
+timestamp), kept in an HDR histogram (microseconds, 3 significant digits), overall and per second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+from hdrh.histogram import HdrHistogram
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+MAX_MICROS = 120_000_000
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, MAX_MICROS, 3)
+
+
+def summarize(h: HdrHistogram) -> dict[str, float]:
+    """Percentiles and max in milliseconds."""
+    if h.get_total_count() == 0:
+        return {}
+    out = {f"p{p:g}_ms": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+    out["max_ms"] = h.get_max_value() / 1000
+    out["count"] = h.get_total_count()
+    return out
+
+
+@dataclass
+class ProbeResult:
+    total: HdrHistogram = field(default_factory=new_histogram)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    received: int = 0
+
+
+class LatencyProbe(threading.Thread):
+    """Runs until ``stop`` is set, or ``expected`` records have arrived."""
+
+    def __init__(self, bootstrap: str, topic: str, expected: int | None = None) -> None:
+        super().__init__(name="latency-probe", daemon=True)
+        self.expected = expected
+        self.result = ProbeResult()
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "latest", "enable.auto.commit": False, "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 10,
+        })
+        self._consumer.subscribe([topic], on_assign=lambda _c, _p: self.ready.set())
+
+    def run(self) -> None:
+        r = self.result
+        second = new_histogram()
+        mark = time.monotonic() + 1.0
+        count_this_second = 0
+        try:
+            while not self.stop_event.is_set():
+                for msg in self._consumer.consume(5000, 0.05):
+                    if msg.error() is not None:
+                        continue
+                    now_ms = time.time() * 1000
+                    event_ms = orjson.loads(msg.value()).get("event_time_ms")
+                    if event_ms:
+                        micros = max(1, min(MAX_MICROS, int((now_ms - event_ms) * 1000)))
+                        r.total.record_value(micros)
+                        second.record_value(micros)
+                    r.received += 1
+                    count_this_second += 1
+                if time.monotonic() >= mark:
+                    r.timeline.append({"at": time.monotonic(), "events": count_this_second, **summarize(second)})
+                    second, count_this_second, mark = new_histogram(), 0, mark + 1.0
+                if self.expected is not None and r.received >= self.expected:
+                    break
+        finally:
+            self._consumer.close()
