@@ -85,12 +85,14 @@ class _Column:
             column = np.fromiter(values, dtype=np.float64, count=len(values))
         except OverflowError:  # an integer beyond float64: rare, so convert row by row
             column = np.array([_to_float(v) for v in values], dtype=np.float64)
-        finite = np.isfinite(column)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, caught just below
+            column32 = column.astype(np.float32)
+        finite = np.isfinite(column32)
         if not finite.all():
             for row in np.flatnonzero(~finite):
-                _reject(reasons, int(row), "non_finite", f"{self.spec.field_path}: not a finite number")
-            column[~finite] = 0.0
-        out[:, self.offset] = column
+                _reject(reasons, int(row), "non_finite", f"{self.spec.field_path}: not a finite float32 number")
+            column32[~finite] = 0.0
+        out[:, self.offset] = column32
 
     def _fill_category(self, values: list[Any], out: np.ndarray) -> None:
         if self.spec.encoding == "index":
