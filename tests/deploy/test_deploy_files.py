@@ -29,7 +29,7 @@ def test_compose_mounts_and_builds_exist_and_config_is_valid() -> None:
         build = service.get("build")
         if isinstance(build, str):
             assert (REPO / build / "Dockerfile").is_file()
-    settings = load_settings(REPO / "deploy" / "config" / "streamscore.yaml", env={})
+    settings = load_settings(REPO / "deploy" / "kubernetes" / "base" / "streamscore.yaml", env={})
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.model.path.name == "fraud_model.onnx"
 
