@@ -24,6 +24,8 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Producer
+
 from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
@@ -31,7 +33,6 @@ from streamscore.engines.kafka import create_topics
 from streamscore.runners.onnx import OnnxRunner
 from streamscore.scoring import Scorer
 from streamscore.service import Service
-from confluent_kafka import Producer
 
 PARTITIONS = 4
 
@@ -39,7 +40,7 @@ PARTITIONS = 4
 class _Message:
     """A stand-in message for timing the scoring core without a broker."""
 
-    __slots__ = ("_value", "_offset")
+    __slots__ = ("_offset", "_value")
 
     def __init__(self, value: bytes, offset: int) -> None:
         self._value, self._offset = value, offset

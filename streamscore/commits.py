@@ -21,7 +21,7 @@ TopicPartition = tuple[str, int]
 class Ticket:
     """Outputs in flight for one batch. ``ack`` is the delivery callback: it only records."""
 
-    __slots__ = ("size", "pending", "error", "payload")
+    __slots__ = ("error", "payload", "pending", "size")
 
     def __init__(self, size: int, payload: Any = None) -> None:
         self.size = size

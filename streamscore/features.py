@@ -118,9 +118,7 @@ class _Column:
                     repaired.append(placeholder)
                 else:
                     repaired.append(fallback)
-            elif type(value) in self.accepted:
-                repaired.append(value)
-            elif expected == "int" and type(value) is float and value.is_integer():
+            elif type(value) in self.accepted or expected == "int" and type(value) is float and value.is_integer():
                 repaired.append(value)
             else:
                 _reject(reasons, row, "wrong_type", f"{path}: expected {expected}, got {_json_type(value)}")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from streamscore.batching import Batcher
 from streamscore.commits import OffsetTracker, Ticket, TopicPartition
 from streamscore.config import Settings
 from streamscore.engines.base import Sink, Source
-from streamscore.errors import DeliveryError
+from streamscore.errors import BrokerError, DeliveryError
 from streamscore.metrics import Metrics
 from streamscore.records import Headers, Rejection, SourceMessage
 from streamscore.scoring import Scorer
@@ -147,9 +148,9 @@ class Pipeline:
         last_offsets: dict[TopicPartition, int] = {}
         counts: dict[TopicPartition, int] = {}
         for m in batch:
-            tp = (m.topic(), m.partition())
-            last_offsets[tp] = m.offset()  # type: ignore[assignment]
-            counts[tp] = counts.get(tp, 0) + 1  # type: ignore[index]
+            tp = cast(TopicPartition, (m.topic(), m.partition()))
+            last_offsets[tp] = cast(int, m.offset())
+            counts[tp] = counts.get(tp, 0) + 1
         self._tracker.track(ticket, last_offsets, counts)
         produce, ack = self.sink.produce, ticket.ack
         destination = self._destination
@@ -221,7 +222,7 @@ class Pipeline:
             return
         try:
             self.source.commit(positions, asynchronous=False)
-        except Exception as exc:
+        except BrokerError as exc:
             self.metrics.commit_failures.inc()
             if not quiet:
                 log.warning("commit failed: %s", exc)

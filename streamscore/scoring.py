@@ -71,7 +71,7 @@ def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarr
     """
     try:
         return runner.predict(matrix), {}
-    except Exception as exc:  # the runner's failures are data-dependent; isolate them
+    except Exception as exc:  # noqa: BLE001 - model failures are data-dependent; isolate them
         if matrix.shape[0] == 1:
             return np.full(1, np.nan, dtype=np.float32), {0: f"{type(exc).__name__}: {str(exc)[:200]}"}
     mid = matrix.shape[0] // 2

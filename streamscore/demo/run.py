@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 import threading
 import time
@@ -138,7 +139,7 @@ class _ProducerThread(threading.Thread):
                         time.sleep(ahead)
             if self._producer.flush(30) != 0:
                 self.error = "not every event was acknowledged by the broker"
-        except Exception as exc:  # reported by the demo, which then exits non-zero
+        except Exception as exc:  # noqa: BLE001 - reported by the demo, which then exits non-zero
             self.error = str(exc)
 
 
@@ -186,7 +187,7 @@ def _progress(service: Service, t: Totals, rate: float) -> str:
 
 
 def _ms(seconds: float) -> str:
-    return "-" if seconds != seconds else f"{seconds * 1000:.0f} ms"
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.0f} ms"
 
 
 def _count_outputs(bootstrap: str, destination: str, dead_letter: str, scored: int, dead: int,
@@ -202,7 +203,7 @@ def _count_outputs(bootstrap: str, destination: str, dead_letter: str, scored: i
         while (counts[destination], counts[dead_letter]) != (scored, dead) and time.monotonic() < deadline:
             for msg in consumer.consume(10_000, 0.5):
                 if msg.error() is None:
-                    counts[msg.topic()] += 1
+                    counts[str(msg.topic())] += 1
     finally:
         consumer.close()
     return counts[destination], counts[dead_letter]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -69,8 +69,9 @@ def producer_config(settings: KafkaSettings, queue_messages: int, max_message_by
 def check_broker(settings: KafkaSettings, timeout: float) -> set[str]:
     """The topic names on the cluster; raises BrokerError when no broker answers in time."""
     # librdkafka's own connection-refused lines would bury the one-line answer: keep it quiet
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.client, "log_level": 2,
-                         "logger": _librdkafka_log})
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client, "log_level": 2,
+                            "logger": _librdkafka_log}
+    admin = AdminClient(conf)
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -136,13 +137,16 @@ class KafkaSource:
         self._errors.raise_if_fatal()
         if any(m.error() is not None for m in messages):
             messages = [m for m in messages if not _consume_error(m)]
-        return messages
+        return cast("Sequence[SourceMessage]", messages)
 
     def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
         assert self._consumer is not None
         offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+                return
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
             raise BrokerError(f"offset commit failed: {err.str()}", err.code()) from None
@@ -197,7 +201,7 @@ class KafkaSink:
         assert producer is not None, "start() first"
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                producer.produce(topic, value, key, headers=cast(Any, headers), on_delivery=on_delivery)
                 return
             except BufferError:  # local queue full: serve deliveries, then retry
                 producer.poll(0.05)
@@ -224,7 +228,7 @@ class KafkaSink:
 def create_topics(bootstrap_servers: str, topics: Mapping[str, int], client: Mapping[str, Any] | None = None,
                   timeout: float = 15.0) -> None:
     """Create topics (name -> partitions) that do not exist yet."""
-    from confluent_kafka.admin import NewTopic
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client or {})})
     existing = set(admin.list_topics(timeout=timeout).topics)
