@@ -20,6 +20,8 @@ from streamscore.errors import ConfigError
 
 ENV_PREFIX = "STREAMSCORE_"
 _PASSTHROUGH_MAPS = frozenset({("kafka", "client"), ("kafka", "consumer"), ("kafka", "producer")})
+_NOT_SETTINGS = frozenset({"STREAMSCORE_TANSU", "STREAMSCORE_TEST_BOOTSTRAP"})
+"""Variables with the prefix that configure the embedded broker and the tests, not the service."""
 
 ClientValue = str | int | float | bool
 
@@ -230,6 +232,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: cannot be read (not UTF-8 text)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -246,7 +250,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     """Set ``raw`` keys from ``STREAMSCORE_A__B__C`` variables, creating sections as needed."""
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if len(parts) >= 3 and (parts[0], parts[1]) in _PASSTHROUGH_MAPS:

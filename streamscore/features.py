@@ -19,6 +19,16 @@ MISSING: Any = object()
 """Stands for a field absent from the event (JSON null counts as absent too)."""
 _ABSENT_TYPES = frozenset({type(MISSING), type(None)})
 
+
+@dataclass(frozen=True, slots=True)
+class NotAnObject:
+    """Stands for a field under a path step that is present but not an object (``card: 5`` for ``card.id``)."""
+
+    path: str
+    """The step that is not an object."""
+    json_type: str
+
+
 _NUMERIC = {int, float}
 _ACCEPTED: dict[str, frozenset[type]] = {
     "float": frozenset({int, float}),
@@ -29,7 +39,8 @@ _ACCEPTED: dict[str, frozenset[type]] = {
 
 
 def gather(events: Sequence[Any], path: str, cache: dict[str, list[Any]]) -> list[Any]:
-    """The value at a dotted path for every event (MISSING where any step is absent).
+    """The value at a dotted path for every event (MISSING where any step is absent, a
+    ``NotAnObject`` where a step is present but not an object).
 
     Each path level is read once per batch with an inline comprehension, and shared through
     ``cache`` by every feature and output field under the same prefix (``card.id``, ``card.age``).
@@ -40,11 +51,19 @@ def gather(events: Sequence[Any], path: str, cache: dict[str, list[Any]]) -> lis
     parent, _, leaf = path.rpartition(".")
     if parent:
         nodes = gather(events, parent, cache)
-        found = [n.get(leaf, MISSING) if type(n) is dict else MISSING for n in nodes]
+        found = [
+            n.get(leaf, MISSING) if type(n) is dict else MISSING if n is MISSING or n is None else _below(n, parent)
+            for n in nodes
+        ]
     else:
         found = [e.get(leaf, MISSING) for e in events]
     cache[path] = found
     return found
+
+
+def _below(node: Any, path: str) -> NotAnObject:
+    """What lies under ``node``, present at ``path`` but neither an object nor absent."""
+    return node if type(node) is NotAnObject else NotAnObject(path, _json_type(node))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +139,10 @@ class _Column:
                     repaired.append(fallback)
             elif type(value) in self.accepted or expected == "int" and type(value) is float and value.is_integer():
                 repaired.append(value)
+            elif type(value) is NotAnObject:
+                detail = f"{path}: expected an object at {value.path}, got {value.json_type}"
+                _reject(reasons, row, "wrong_type", detail)
+                repaired.append(placeholder)
             else:
                 _reject(reasons, row, "wrong_type", f"{path}: expected {expected}, got {_json_type(value)}")
                 repaired.append(placeholder)

@@ -17,7 +17,7 @@ import orjson
 
 from streamscore.config import Settings
 from streamscore.decisions import DecisionPolicy
-from streamscore.features import MISSING, FeatureExtractor, gather
+from streamscore.features import MISSING, FeatureExtractor, NotAnObject, gather
 from streamscore.records import Rejection, ScoredBatch, SourceMessage
 from streamscore.runners.base import ModelRunner
 
@@ -141,7 +141,7 @@ class Scorer:
         out: list[bytes] = []
         for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
             msg = messages[row]
-            record = {n: v for n, column in copied if (v := column[pos]) is not MISSING}
+            record = {n: v for n, column in copied if (v := column[pos]) is not MISSING and type(v) is not NotAnObject}
             ts_type, ts = msg.timestamp()
             record["score"] = score
             record["decision"] = labels[decision]
