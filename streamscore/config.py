@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamscore.errors import ConfigError
 
@@ -23,7 +23,16 @@ _PASSTHROUGH_MAPS = frozenset({("kafka", "client"), ("kafka", "consumer"), ("kaf
 _NOT_SETTINGS = frozenset({"STREAMSCORE_TANSU", "STREAMSCORE_TEST_BOOTSTRAP"})
 """Variables with the prefix that configure the embedded broker and the tests, not the service."""
 
-ClientValue = str | int | float | bool
+
+def _scalar(value: Any) -> Any:
+    """A librdkafka setting is one string, number or boolean (checked first, so that an error
+    names the key rather than each member of the union)."""
+    if isinstance(value, str | int | float):
+        return value
+    raise ValueError("expected a string, number or boolean")
+
+
+ClientValue = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 
 class _Section(BaseModel):

@@ -100,6 +100,12 @@ class OnnxRunner:
             wanted_input = next(iter(inputs))
         if wanted_input not in inputs:
             raise ModelError(f"model.input: no input named {wanted_input!r} (the model has {', '.join(inputs)})")
+        others = [name for name in inputs if name != wanted_input]
+        if others:  # get_inputs() lists only the inputs a run must be fed
+            raise ModelError(
+                f"model.input: the model also requires {', '.join(others)}; streamscore feeds only "
+                f"{wanted_input!r} (the feature matrix)"
+            )
         node = inputs[wanted_input]
         if node.type != "tensor(float)":
             raise ModelError(

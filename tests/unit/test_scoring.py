@@ -1,59 +1,349 @@
-"""Scoring core: decode reasons, model-failure isolation by bisection, one result per message."""
+"""Scoring core: decode reasons, model-failure isolation, and one result per message, end to end.
+
+The model is a fake implementing the ``ModelRunner`` protocol; messages are a small fake with the
+``confluent_kafka.Message`` accessors.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import orjson
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamscore.scoring import decode, predict_isolating
-from tests.unit.test_pipeline import EVENT, FirstColumnRunner, Message, settings
+from streamscore.config import Settings
+from streamscore.records import Headers, Rejection, ScoredBatch, SourceMessage
+from streamscore.runners.base import ModelRunner
+from streamscore.scoring import Scorer, decode, predict_isolating
 
 MARK = 666.0
+"""An amount the fake model cannot score: it raises for any batch holding it."""
+NAN_MARK = 777.0
+"""An amount the fake model scores as NaN."""
 
 
-class RaisesOnMark(FirstColumnRunner):
-    calls = 0
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
+                 timestamp: tuple[int, int] = (1, 1_700_000_000_000)) -> None:
+        self._topic, self._partition, self._offset, self._value, self._timestamp = (
+            topic, partition, offset, value, timestamp)
+
+    def topic(self) -> str: return self._topic
+    def partition(self) -> int: return self._partition
+    def offset(self) -> int: return self._offset
+    def key(self) -> bytes: return f"{self._partition}-{self._offset}".encode()
+    def value(self) -> bytes | None: return self._value
+    def headers(self) -> Headers | None: return None
+    def timestamp(self) -> tuple[int, int]: return self._timestamp
+
+
+class FakeRunner:
+    """score = amount / 1000 (column 0); raises on MARK, NaN on NAN_MARK; records its calls."""
+
+    name, version, provider = "fake-model", "v3", "CPUExecutionProvider"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.loaded = self.closed = False
+
+    def load(self) -> None:
+        self.loaded = True
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        self.calls += 1
+        assert matrix.dtype == np.float32 and matrix.ndim == 2
+        self.calls.append(matrix.shape[0])
         if (matrix[:, 0] == MARK).any():
-            raise RuntimeError("bad row")
-        return matrix[:, 0] / 1000
+            raise RuntimeError("cannot score this row\nsecond line")
+        scores = matrix[:, 0] / 1000
+        scores[matrix[:, 0] == NAN_MARK] = np.nan
+        return scores
+
+    def close(self) -> None:
+        self.closed = True
 
 
-def test_decode_reasons() -> None:
-    events, rejections = decode([b'{"a": 1}', None, b"x" * 11, b"{nope", b"[1]", b'{"a": NaN}'], max_bytes=10)
-    assert events[0] == {"a": 1} and events[1:] == [None] * 5
-    assert [(r.index, r.reason) for r in rejections] == [
-        (1, "empty"), (2, "oversize"), (3, "malformed_json"), (4, "not_an_object"), (5, "non_finite")]
+def make_settings(**overrides: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "kafka": {"source_topics": ["in"], "destination_topic": "out", "dead_letter_topic": "dlq"},
+        "batching": {"max_message_bytes": 300},
+        "model": {"path": Path("unused.onnx")},
+        "features": [
+            {"name": "amount", "dtype": "float"},
+            {"name": "category", "path": "merchant.category", "dtype": "category", "encoding": "one_hot",
+             "categories": ["fuel", "food"]},
+            {"name": "present", "path": "card.present", "dtype": "bool"},
+            {"name": "hour", "dtype": "int", "required": False, "default": 12},
+        ],
+        "decisions": {"default": "approve", "rules": [{"label": "review", "min_score": 0.5},
+                                                      {"label": "reject", "min_score": 0.9}]},
+        "output": {"copy_fields": ["transaction_id", "card.id", "amount", "meta.origin"]},
+        **overrides,
+    }
+    return Settings.model_validate(raw)
 
 
-@given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1)))))
-def test_bisection_isolates_exactly_the_failing_rows(case: tuple[int, set[int]]) -> None:
-    rows, bad = case
-    matrix = np.arange(rows, dtype=np.float32).reshape(rows, 1) + 1
-    for row in bad:
-        matrix[row, 0] = MARK
-    runner = RaisesOnMark()
-    scores, failed = predict_isolating(runner, matrix)
-    assert set(failed) == bad
-    good = [r for r in range(rows) if r not in bad]
-    np.testing.assert_allclose(scores[good], matrix[good, 0] / 1000)
-    assert np.isnan(scores[list(bad)]).all()
-    assert runner.calls <= 1 + 2 * max(1, len(bad)) * max(1, rows.bit_length()), "bisection, not row by row"
+def event(**overrides: Any) -> dict[str, Any]:
+    return {"transaction_id": "t", "amount": 100.0, "merchant": {"category": "fuel"},
+            "card": {"present": True, "id": "c-1"}, "hour": 3, **overrides}
 
 
-def test_every_message_is_scored_or_rejected_once_with_the_output_record() -> None:
-    from streamscore.scoring import Scorer
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
 
-    s = settings()
-    msgs = [Message("in", 0, i, orjson.dumps({**EVENT, "transaction_id": f"t{i}"})) for i in range(10)]
-    msgs[4] = Message("in", 0, 4, b"[]")
-    result = Scorer(s, FirstColumnRunner()).score(msgs)
-    assert sorted(result.scored + [r.index for r in result.rejections]) == list(range(10))
-    record = orjson.loads(result.outputs[0])
-    assert record == {"transaction_id": "t0", "amount": 10.0, "score": 0.0, "decision": "approve",
-                      "model": "fake", "model_version": "1", "source": {"topic": "in", "partition": 0, "offset": 0},
-                      "event_time_ms": 1_700_000_000_000, "scored_at_ms": record["scored_at_ms"]}
+
+@pytest.fixture
+def scorer(runner: FakeRunner) -> Scorer:
+    model: ModelRunner = runner  # the fake satisfies the protocol
+    return Scorer(make_settings(), model)
+
+
+@pytest.fixture
+def make_messages() -> Callable[..., list[FakeMessage]]:
+    """Messages at consecutive offsets of one partition from event dicts or raw values."""
+
+    def make(*values: dict[str, Any] | bytes | None, topic: str = "in", partition: int = 0, first: int = 0
+             ) -> list[FakeMessage]:
+        return [FakeMessage(topic, partition, first + i, orjson.dumps(v) if isinstance(v, dict) else v)
+                for i, v in enumerate(values)]
+
+    return make
+
+
+# -- decode ---------------------------------------------------------------------------------------------------------
+
+def test_decode_keeps_objects_in_place() -> None:
+    events, rejections = decode([b'{"a": 1}', b'{"b": {"c": [1, 2]}}', b" {} "], max_bytes=100)
+    assert events == [{"a": 1}, {"b": {"c": [1, 2]}}, {}]
+    assert rejections == []
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (None, "empty"),
+    (b"x" * 21, "oversize"),
+    (b'{"a": "' + b"y" * 20 + b'"}', "oversize"),
+    (b"{nope", "malformed_json"),
+    (b'{"a": 1', "malformed_json"),
+    (b'{"a": 1} trailing', "malformed_json"),
+    (b"\xff\xfe", "malformed_json"),
+    (b"", "malformed_json"),
+    (b"[1]", "not_an_object"),
+    (b'"text"', "not_an_object"),
+    (b"42", "not_an_object"),
+    (b"null", "not_an_object"),
+    (b"true", "not_an_object"),
+    (b'{"a": NaN}', "non_finite"),
+    (b'{"a": Infinity}', "non_finite"),
+    (b'{"a": -Infinity}', "non_finite"),
+    (b'{"a": 1e999}', "non_finite"),
+])
+def test_decode_reasons(value: bytes | None, reason: str) -> None:
+    events, rejections = decode([b"{}", value, b"{}"], max_bytes=20)
+    assert events[0] == {} and events[1] is None and events[2] == {}
+    assert [(r.index, r.reason) for r in rejections] == [(1, reason)]
+    assert rejections[0].detail and "\n" not in rejections[0].detail
+
+
+def test_decode_size_limit_is_inclusive_and_details_say_why() -> None:
+    at_limit = b'{"a": "' + b"y" * 3 + b'"}'
+    events, rejections = decode([at_limit, at_limit + b" ", None], max_bytes=len(at_limit))
+    assert events[0] == {"a": "yyy"}
+    assert rejections == [
+        Rejection(1, "oversize", f"{len(at_limit) + 1} bytes exceeds the limit of {len(at_limit)}"),
+        Rejection(2, "empty", "message has no value"),
+    ]
+
+
+def test_decode_nothing() -> None:
+    assert decode([], max_bytes=10) == ([], [])
+
+
+# -- predict_isolating ----------------------------------------------------------------------------------------------
+
+def column(values: Sequence[float]) -> np.ndarray:
+    return np.array(values, dtype=np.float32).reshape(-1, 1)
+
+
+def test_predict_isolating_calls_the_model_once_when_nothing_fails(runner: FakeRunner) -> None:
+    scores, failed = predict_isolating(runner, column([1.0, 2.0, 3.0]))
+    assert failed == {} and runner.calls == [3]
+    np.testing.assert_allclose(scores, [0.001, 0.002, 0.003])
+
+
+def test_predict_isolating_a_single_failing_row(runner: FakeRunner) -> None:
+    scores, failed = predict_isolating(runner, column([MARK]))
+    assert np.isnan(scores).all() and scores.shape == (1,)
+    assert failed == {0: "RuntimeError: cannot score this row\nsecond line"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 200).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1)))))
+def test_predict_isolating_isolates_exactly_the_marked_rows(case: tuple[int, set[int]]) -> None:
+    rows, marked = case
+    values = [MARK if i in marked else float(i + 1) for i in range(rows)]
+    runner = FakeRunner()
+    scores, failed = predict_isolating(runner, column(values))
+    assert scores.shape == (rows,)
+    assert set(failed) == marked, "exactly the marked rows are isolated"
+    assert all(msg.startswith("RuntimeError: cannot score this row") for msg in failed.values())
+    good = [i for i in range(rows) if i not in marked]
+    np.testing.assert_allclose(scores[good], np.array([values[i] for i in good], dtype=np.float32) / 1000)
+    assert np.isnan(scores[sorted(marked)]).all()
+    assert sum(runner.calls) <= rows * (1 + max(1, rows.bit_length())), "bisection, not a quadratic search"
+    if marked:
+        assert len(runner.calls) <= 1 + 2 * len(marked) * max(1, rows.bit_length())
+
+
+# -- Scorer end to end ----------------------------------------------------------------------------------------------
+
+def outcome(result: ScoredBatch, n: int) -> dict[int, str]:
+    """Each position's fate: "scored" or its rejection reason; fails if any position has none or two."""
+    fates: dict[int, str] = {}
+    for i in result.scored:
+        fates[i] = "scored"
+    for r in result.rejections:
+        assert r.index not in fates, f"position {r.index} has two results"
+        fates[r.index] = r.reason
+    assert sorted(fates) == list(range(n)), "every position has a result"
+    return fates
+
+
+def test_every_message_is_scored_or_rejected_exactly_once(
+    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[FakeMessage]]
+) -> None:
+    msgs = make_messages(
+        event(transaction_id="t0", amount=100.0),
+        None,
+        b"{oops",
+        b"[1, 2]",
+        event(transaction_id="t4", amount=600.0),
+        event(amount="many"),
+        {k: v for k, v in event().items() if k != "amount"},
+        event(amount=MARK),
+        b'{"amount": NaN}',
+        event(amount=NAN_MARK),
+        b'{"pad": "' + b"z" * 400 + b'"}',
+        event(amount=1e39),
+        event(transaction_id="t12", amount=950.0, hour=None),
+        event(card=7),
+    )
+    result = scorer.score(msgs)
+    assert outcome(result, len(msgs)) == {
+        0: "scored", 1: "empty", 2: "malformed_json", 3: "not_an_object", 4: "scored", 5: "wrong_type",
+        6: "missing_field", 7: "model_error", 8: "non_finite", 9: "model_error", 10: "oversize", 11: "non_finite",
+        12: "scored", 13: "wrong_type",
+    }
+    assert result.scored == [0, 4, 12]
+    assert [r.index for r in result.rejections] == sorted(r.index for r in result.rejections)
+    details = {r.index: r.detail for r in result.rejections}
+    assert details[7].startswith("RuntimeError: cannot score this row")
+    assert details[9] == "model returned a non-finite score"
+    assert details[5] == "amount: expected float, got string"
+    assert details[13] == "card.present: expected an object at card, got int"
+    np.testing.assert_allclose(result.scores, [0.1, 0.6, 0.95])
+    assert result.decisions.tolist() == [0, 1, 2]
+    assert len(result.outputs) == 3
+    assert result.inference_seconds >= 0
+    assert all(n <= 12 for n in runner.calls), "only decodable, well-formed rows reach the model"
+
+
+def test_output_records(scorer: Scorer, make_messages: Callable[..., list[FakeMessage]]) -> None:
+    msgs = make_messages(
+        event(transaction_id="a", amount=500.0, meta={"origin": "web"}),
+        event(transaction_id=None, amount=10.0, card={"present": False}, meta=5),
+        {k: v for k, v in event(amount=950.0).items() if k != "transaction_id"},
+        topic="payments", partition=3, first=41,
+    )
+    msgs[1]._timestamp = (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+    before = int(time.time() * 1000)
+    result = scorer.score(msgs)
+    after = int(time.time() * 1000)
+    records = [orjson.loads(o) for o in result.outputs]
+    scored_at = [r.pop("scored_at_ms") for r in records]
+    assert all(before <= t <= after for t in scored_at)
+    common = {"model": "fake-model", "model_version": "v3"}
+    assert records == [
+        {"transaction_id": "a", "card.id": "c-1", "amount": 500.0, "meta.origin": "web",
+         "score": 0.5, "decision": "review", **common,
+         "source": {"topic": "payments", "partition": 3, "offset": 41}, "event_time_ms": 1_700_000_000_000},
+        {"transaction_id": None, "amount": 10.0, "score": pytest.approx(0.01), "decision": "approve", **common,
+         "source": {"topic": "payments", "partition": 3, "offset": 42}, "event_time_ms": None},
+        {"card.id": "c-1", "amount": 950.0, "score": pytest.approx(0.95), "decision": "reject", **common,
+         "source": {"topic": "payments", "partition": 3, "offset": 43}, "event_time_ms": 1_700_000_000_000},
+    ], "copied fields keep their dotted names; absent ones (or under a non-object) are left out; null is kept"
+
+
+def test_a_batch_with_nothing_valid_never_calls_the_model(
+    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[FakeMessage]]
+) -> None:
+    result = scorer.score(make_messages(None, b"[]", event(amount=True)))
+    assert result.scored == [] and result.outputs == [] and runner.calls == []
+    assert result.scores.shape == (0,) and result.decisions.shape == (0,)
+    assert [r.reason for r in result.rejections] == ["empty", "not_an_object", "wrong_type"]
+
+
+def test_an_empty_batch(scorer: Scorer, runner: FakeRunner) -> None:
+    result = scorer.score([])
+    assert result.scored == [] and result.outputs == [] and result.rejections == [] and runner.calls == []
+
+
+def test_a_model_failure_on_the_whole_batch_rejects_only_the_bad_rows(
+    scorer: Scorer, make_messages: Callable[..., list[FakeMessage]]
+) -> None:
+    amounts = [MARK if i % 5 == 2 else float(i) for i in range(40)]
+    result = scorer.score(make_messages(*(event(amount=a) for a in amounts)))
+    fates = outcome(result, 40)
+    assert [i for i, f in fates.items() if f == "model_error"] == [i for i in range(40) if i % 5 == 2]
+    np.testing.assert_allclose(result.scores, [amounts[i] / 1000 for i in result.scored])
+
+
+MESSAGE_KIND = st.sampled_from(["ok", "ok", "ok", "empty", "malformed", "array", "missing", "wrong", "raises", "nan",
+                                "oversize", "huge", "blocked"])
+
+
+def message_value(kind: str, i: int) -> bytes | None:
+    values: dict[str, Callable[[], bytes | None]] = {
+        "ok": lambda: orjson.dumps(event(transaction_id=f"t{i}", amount=float(i))),
+        "empty": lambda: None,
+        "malformed": lambda: b'{"amount": ',
+        "array": lambda: orjson.dumps([event()]),
+        "missing": lambda: orjson.dumps({"amount": 1.0}),
+        "wrong": lambda: orjson.dumps(event(hour="noon")),
+        "raises": lambda: orjson.dumps(event(amount=MARK)),
+        "nan": lambda: orjson.dumps(event(amount=NAN_MARK)),
+        "oversize": lambda: orjson.dumps(event(note="n" * 400)),
+        "huge": lambda: b'{"amount": ' + b"9" * 200 + b', "merchant": {"category": "fuel"}, "card": {"present": true}}',
+        "blocked": lambda: orjson.dumps(event(merchant="fuel")),
+    }
+    return values[kind]()
+
+
+EXPECTED_FATE = {"ok": "scored", "empty": "empty", "malformed": "malformed_json", "array": "not_an_object",
+                 "missing": "missing_field", "wrong": "wrong_type", "raises": "model_error", "nan": "model_error",
+                 "oversize": "oversize", "huge": "non_finite", "blocked": "wrong_type"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(MESSAGE_KIND, st.sampled_from([("a", 0), ("a", 1), ("b", 0)])), max_size=40))
+def test_random_batches_give_each_position_exactly_one_result(batch: list[tuple[str, tuple[str, int]]]) -> None:
+    offsets: dict[tuple[str, int], int] = {}
+    msgs: list[SourceMessage] = []
+    for i, (kind, (topic, partition)) in enumerate(batch):
+        offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
+        msgs.append(FakeMessage(topic, partition, offset, message_value(kind, i)))
+    result = Scorer(make_settings(), FakeRunner()).score(msgs)
+    fates = outcome(result, len(msgs))
+    assert fates == {i: EXPECTED_FATE[kind] for i, (kind, _) in enumerate(batch)}
+    assert result.scored == sorted(result.scored)
+    assert len(result.outputs) == len(result.scored) == result.scores.shape[0] == result.decisions.shape[0]
+    for i, raw in zip(result.scored, result.outputs, strict=True):
+        record = orjson.loads(raw)
+        assert record["source"] == {"topic": msgs[i].topic(), "partition": msgs[i].partition(),
+                                    "offset": msgs[i].offset()}
+        assert record["transaction_id"] == f"t{i}"
