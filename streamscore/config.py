@@ -3,7 +3,9 @@
 ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=host:9092`` overrides ``kafka.bootstrap_servers``; ``__``
 separates levels. Inside the librdkafka passthrough maps (``kafka.client``, ``kafka.consumer``,
 ``kafka.producer``) a single ``_`` stands for ``.``, so ``STREAMSCORE_KAFKA__CLIENT__SASL_PASSWORD``
-sets ``sasl.password``. Values are parsed as YAML scalars (``5`` is a number, ``[a, b]`` a list).
+sets ``sasl.password``. Values are parsed as YAML scalars (``5`` is a number, ``[a, b]`` a list),
+except in the passthrough maps, where they stay text as librdkafka reads them (a secret such as
+``0123`` stays intact).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class ModelSettings(_Section):
     name: str | None = None
     """Model name written into every output record (default: the file's stem)."""
     version: str | None = None
-    """Model version written into every output record (default: ONNX metadata or sha256 prefix)."""
+    """Model version written into every output record (default: ``sha256:`` and the file's hash prefix)."""
     provider: Provider = "auto"
     """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU."""
     input: str | None = None
@@ -262,7 +264,8 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        if len(parts) >= 3 and (parts[0], parts[1]) in _PASSTHROUGH_MAPS:
+        passthrough = len(parts) >= 3 and (parts[0], parts[1]) in _PASSTHROUGH_MAPS
+        if passthrough:
             parts = [parts[0], parts[1], "__".join(parts[2:]).replace("_", ".")]
         node = raw
         for part in parts[:-1]:
@@ -270,7 +273,9 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 child = node[part] = {}
             node = child
-        node[parts[-1]] = _parse_env_value(env[name])
+        # librdkafka takes every setting as text: keep passthrough values verbatim, so that a
+        # password such as 0123 or yes is not turned into a number or a boolean
+        node[parts[-1]] = env[name] if passthrough else _parse_env_value(env[name])
 
 
 def _parse_env_value(text: str) -> Any:

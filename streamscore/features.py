@@ -63,7 +63,7 @@ def gather(events: Sequence[Any], path: str, cache: dict[str, list[Any]]) -> lis
 
 def _below(node: Any, path: str) -> NotAnObject:
     """What lies under ``node``, present at ``path`` but neither an object nor absent."""
-    return node if type(node) is NotAnObject else NotAnObject(path, _json_type(node))
+    return node if type(node) is NotAnObject else NotAnObject(path, json_type(node))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class _Column:
                 _reject(reasons, row, "wrong_type", detail)
                 repaired.append(placeholder)
             else:
-                _reject(reasons, row, "wrong_type", f"{path}: expected {expected}, got {_json_type(value)}")
+                _reject(reasons, row, "wrong_type", f"{path}: expected {expected}, got {json_type(value)}")
                 repaired.append(placeholder)
         return repaired
 
@@ -161,9 +161,10 @@ def _reject(reasons: list[tuple[str, str] | None], row: int, code: str, detail: 
         reasons[row] = (code, detail)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for reasons users read."""
     return {
-        bool: "bool", int: "int", float: "float", str: "string", list: "array", dict: "object"
+        bool: "bool", int: "int", float: "float", str: "string", list: "array", dict: "object", type(None): "null"
     }.get(type(value), type(value).__name__)
 
 

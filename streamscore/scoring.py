@@ -17,7 +17,7 @@ import orjson
 
 from streamscore.config import Settings
 from streamscore.decisions import DecisionPolicy
-from streamscore.features import MISSING, FeatureExtractor, NotAnObject, gather
+from streamscore.features import MISSING, FeatureExtractor, NotAnObject, gather, json_type
 from streamscore.records import Rejection, ScoredBatch, SourceMessage
 from streamscore.runners.base import ModelRunner
 
@@ -30,8 +30,8 @@ def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], l
     rejections: list[Rejection] = []
     loads = orjson.loads
     for i, value in enumerate(values):
-        if value is None:
-            rejections.append(Rejection(i, "empty", "message has no value"))
+        if not value:
+            rejections.append(Rejection(i, "empty", "message has no value" if value is None else "value is empty"))
             events.append(None)
         elif len(value) > max_bytes:
             rejections.append(Rejection(i, "oversize", f"{len(value)} bytes exceeds the limit of {max_bytes}"))
@@ -46,7 +46,7 @@ def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], l
                 events.append(None)
                 continue
             if type(event) is not dict:
-                rejections.append(Rejection(i, "not_an_object", f"JSON {type(event).__name__}, expected an object"))
+                rejections.append(Rejection(i, "not_an_object", f"JSON {json_type(event)}, expected an object"))
                 events.append(None)
             else:
                 events.append(event)

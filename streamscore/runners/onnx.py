@@ -60,7 +60,8 @@ class OnnxRunner:
         if self.settings.provider in ("cuda", "tensorrt") and active != wanted[0]:
             raise ModelError(
                 f"model.provider: '{self.settings.provider}' requested but onnxruntime could not "
-                f"initialise {wanted[0]} (it fell back to {active}); check the CUDA installation"
+                f"initialise {wanted[0]} (it fell back to {active}); check the "
+                f"{'TensorRT and CUDA' if self.settings.provider == 'tensorrt' else 'CUDA and cuDNN'} libraries"
             )
         self._session = session
         self.provider = active

@@ -111,7 +111,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
         b"bad-nan": (json.dumps({**event, "amount": float("nan")}).encode(), "non_finite"),
         b"bad-inf": (json.dumps(event).replace('"amount":', '"amount": 1e999, "x":').encode(), "non_finite"),
         b"bad-oversize": (b'{"pad": "' + b"x" * 1_100_000 + b'"}', "oversize"),
-        b"bad-empty": (b"", "malformed_json"),
+        b"bad-empty": (b"", "empty"),
     }
     bad = [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()]
     inputs = good[:150] + bad + good[150:]

@@ -122,15 +122,17 @@ def test_env_overrides_nested_keys_with_yaml_typed_values(write_config: WriteCon
 
 def test_env_overrides_in_passthrough_maps_turn_underscores_into_dots(write_config: WriteConfig) -> None:
     s = load_settings(write_config(), env={
-        "STREAMSCORE_KAFKA__CLIENT__SASL_PASSWORD": "s3cret",
+        "STREAMSCORE_KAFKA__CLIENT__SASL_PASSWORD": "0123",
+        "STREAMSCORE_KAFKA__CLIENT__SSL_KEY_PASSWORD": "yes",
         "STREAMSCORE_KAFKA__CLIENT__SECURITY_PROTOCOL": "SASL_SSL",
         "STREAMSCORE_KAFKA__PRODUCER__LINGER_MS": "7",
         "STREAMSCORE_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS": "50",
         "STREAMSCORE_KAFKA__CONSUMER__ENABLE_AUTO_COMMIT": "false",
     })
-    assert s.kafka.client == {"sasl.password": "s3cret", "security.protocol": "SASL_SSL"}
-    assert s.kafka.producer == {"linger.ms": 7}
-    assert s.kafka.consumer == {"fetch.wait.max.ms": 50, "enable.auto.commit": False}, "merged into the file's map"
+    assert s.kafka.client == {"sasl.password": "0123", "ssl.key.password": "yes", "security.protocol": "SASL_SSL"}, \
+        "passthrough values stay text, as librdkafka reads them: secrets are not turned into numbers or booleans"
+    assert s.kafka.producer == {"linger.ms": "7"}
+    assert s.kafka.consumer == {"fetch.wait.max.ms": "50", "enable.auto.commit": "false"}, "merged into the file's map"
 
 
 def test_underscores_outside_passthrough_maps_stay(write_config: WriteConfig) -> None:

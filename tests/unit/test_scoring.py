@@ -132,7 +132,7 @@ def test_decode_keeps_objects_in_place() -> None:
     (b'{"a": 1', "malformed_json"),
     (b'{"a": 1} trailing', "malformed_json"),
     (b"\xff\xfe", "malformed_json"),
-    (b"", "malformed_json"),
+    (b"", "empty"),
     (b"[1]", "not_an_object"),
     (b'"text"', "not_an_object"),
     (b"42", "not_an_object"),
