@@ -167,7 +167,7 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
                 ended = time.perf_counter()
             if proc.poll() is not None:
                 raise SystemExit(f"streamscore exited early; see {workdir / 'streamscore.log'}")
-            time.sleep(0.02)
+            time.sleep(0.1)  # scraping is not free for the service: keep it rare
     finally:
         proc.terminate()
         proc.wait(60)

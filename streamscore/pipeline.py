@@ -152,10 +152,9 @@ class Pipeline:
             last_offsets[tp] = cast(int, m.offset())
             counts[tp] = counts.get(tp, 0) + 1
         self._tracker.track(ticket, last_offsets, counts)
-        produce, ack = self.sink.produce, ticket.ack
-        destination = self._destination
-        for row, value in zip(result.scored, result.outputs, strict=True):
-            produce(destination, batch[row].key(), value, None, ack)
+        ack = ticket.ack
+        keys = [batch[row].key() for row in result.scored]
+        self.sink.produce_many(self._destination, zip(keys, result.outputs, strict=True), ack)
         for rejection in result.rejections:
             self._dead_letter_one(batch[rejection.index], rejection, ack)
         self._count(batch, result.decisions, result.rejections, result.inference_seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from streamscore.records import Headers, SourceMessage
@@ -34,6 +34,10 @@ class Sink(Protocol):
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None: ...
+
+    def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
+                     on_delivery: DeliveryCallback) -> None:
+        """``produce`` for a batch of (key, value) records without headers: the hot path."""
 
     def poll(self, timeout: float) -> None:
         """Serve delivery callbacks, waiting at most ``timeout`` seconds; raises on a fatal error."""

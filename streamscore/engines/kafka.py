@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -209,6 +209,17 @@ class KafkaSink:
             except KafkaException as exc:  # rejected locally (too large, ...): fail this record
                 on_delivery(exc.args[0], None)
                 return
+
+    def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
+                     on_delivery: DeliveryCallback) -> None:
+        producer = self._producer
+        assert producer is not None, "start() first"
+        produce = producer.produce
+        for key, value in records:
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+            except (BufferError, KafkaException):  # queue full or rejected locally: the careful path
+                self.produce(topic, key, value, None, on_delivery)
 
     def poll(self, timeout: float) -> None:
         assert self._producer is not None

@@ -90,6 +90,10 @@ class FakeSink:
         self.records.append((topic, key, value))
         self.unacked.append((on_delivery, key))
 
+    def produce_many(self, topic: str, records: Any, on_delivery: Callable[[Any, Any], None]) -> None:
+        for key, value in records:
+            self.produce(topic, key, value, None, on_delivery)
+
     def poll(self, timeout: float) -> None:
         if not self.hold:
             self._ack_all()
