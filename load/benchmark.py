@@ -141,9 +141,12 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
     return done / elapsed, done
 
 
-def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path) -> float:
-    """``streamscore run`` as a subprocess; timed from its first consumed event to the last commit."""
+def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path, workers: int = 1) -> float:
+    """``streamscore run [--workers N]`` as a subprocess; timed from the first consumed event to the
+    last commit, summed over the workers' metrics (ports base .. base + N - 1)."""
     port = free_port()
+    while any(_in_use(port + i) for i in range(1, workers)):
+        port = free_port()
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         config = yaml.safe_load(Path(demo).read_text())
         config["model"]["path"] = str(Path(demo).parent / "fraud_model.onnx")
@@ -154,16 +157,17 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
     config["metrics"] = {"host": "127.0.0.1", "port": port}
     path = workdir / "streamscore.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(path), "--workers", str(workers)],
                             stdout=subprocess.DEVNULL, stderr=(workdir / "streamscore.log").open("wb"))
     try:
         started = ended = 0.0
         while not ended:
-            values = _scrape(port)
-            consumed = values.get("streamscore_events_consumed_total", 0.0)
+            scraped = [_scrape(port + i) for i in range(workers)]
+            consumed = sum(v.get("streamscore_events_consumed_total", 0.0) for v in scraped)
+            uncommitted = sum(v.get("streamscore_uncommitted_events", 1.0) for v in scraped)
             if consumed and not started:
                 started = time.perf_counter()
-            if consumed >= total and values.get("streamscore_uncommitted_events", 1) == 0:
+            if consumed >= total and uncommitted == 0:
                 ended = time.perf_counter()
             if proc.poll() is not None:
                 raise SystemExit(f"streamscore exited early; see {workdir / 'streamscore.log'}")
@@ -172,6 +176,13 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
         proc.terminate()
         proc.wait(60)
     return total / (ended - started)
+
+
+def _in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -190,6 +201,8 @@ def main() -> None:
     parser.add_argument("--naive-seconds", type=float, default=20.0)
     parser.add_argument("--bootstrap-servers", default=None)
     parser.add_argument("--output", type=Path, default=Path("load/results/benchmark.json"))
+    parser.add_argument("--workers", type=int, nargs="*", default=[],
+                        help="also run streamscore with these worker counts (e.g. 1 2) on the same events")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     with contextlib.ExitStack() as stack:
@@ -198,6 +211,8 @@ def main() -> None:
         run = uuid.uuid4().hex[:6]
         source = f"bench-in-{run}"
         outs = {name: f"bench-{name}-{run}" for name in ("ceiling", "naive", "streamscore", "dlq")}
+        for n in args.workers:
+            outs |= {f"workers{n}": f"bench-workers{n}-{run}", f"dlq{n}": f"bench-dlq{n}-{run}"}
         create_topics(bootstrap, {source: PARTITIONS, **{t: PARTITIONS for t in outs.values()}})
         print(f"producing {args.events:,} events to {source} ...", flush=True)
         produce_all(bootstrap, source, TransactionGenerator(seed=42, malformed_rate=0.002).encoded(args.events))
@@ -210,6 +225,11 @@ def main() -> None:
         results["streamscore"] = _checked(
             lambda: streamscore(bootstrap, source, outs["streamscore"], outs["dlq"], args.events, workdir),
             bootstrap, [outs["streamscore"], outs["dlq"]], args.events)
+        for n in args.workers:
+            print(f"streamscore --workers {n} ...", flush=True)
+            results[f"streamscore_workers_{n}"] = _checked(
+                lambda n=n: streamscore(bootstrap, source, outs[f"workers{n}"], outs[f"dlq{n}"], args.events, workdir, n),
+                bootstrap, [outs[f"workers{n}"], outs[f"dlq{n}"]], args.events)
         print(f"naive (for {args.naive_seconds:g} s) ...", flush=True)
         with as_file(files("streamscore.demo") / "config.yaml") as demo:
             rate, done = naive(bootstrap, source, outs["naive"], Path(demo), args.naive_seconds)
@@ -224,10 +244,10 @@ def main() -> None:
         **results,
         "ratios": {"streamscore_over_ceiling": round(s / c, 3), "streamscore_over_naive": round(s / n, 1)},
     }
-    print(f"\n{'variant':<12} {'events/s':>12}  {'events':>9}  outputs counted")
-    for name in ("ceiling", "naive", "streamscore"):
+    print(f"\n{'variant':<24} {'events/s':>12}  {'events':>9}  outputs counted")
+    for name in ("ceiling", "naive", "streamscore", *(f"streamscore_workers_{n}" for n in args.workers)):
         r = results[name]
-        print(f"{name:<12} {r['events_per_second']:>12,}  {r['events']:>9,}  {r['outputs_counted']:,}")
+        print(f"{name:<24} {r['events_per_second']:>12,}  {r['events']:>9,}  {r['outputs_counted']:,}")
     print(f"\nstreamscore / ceiling = {s / c:.2f}    streamscore / naive = {s / n:.0f}x")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
