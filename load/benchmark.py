@@ -129,7 +129,7 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
             event = orjson.loads(m.value())
             extraction = features.extract([event])
             score = float(runner.predict(extraction.matrix)[0]) if extraction.reasons[0] is None else None
-        except Exception:
+        except Exception:  # noqa: BLE001 - the naive loop, like a naive user, scores what it can
             score = None
         value = orjson.dumps({"score": score, "decision": policy.decide([score])[0] if score is not None else None})
         p.produce(out, value, m.key())

@@ -24,8 +24,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
+from load.benchmark import produce_all
 from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
@@ -52,20 +51,6 @@ class _Message:
     def value(self) -> bytes: return self._value
     def headers(self) -> None: return None
     def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
-
-
-def produce_backlog(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "message.max.bytes": 4_000_000,
-                         "enable.idempotence": True})
-    for key, value in items:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(60) != 0:
-        raise SystemExit("backlog not acknowledged by the broker")
 
 
 def settings_for(bootstrap: str, batch: int, provider: str) -> Settings:
@@ -139,7 +124,7 @@ def main() -> None:
                                   k.dead_letter_topic: 1})
         encoded = TransactionGenerator(seed=42, malformed_rate=0.002).encoded(args.events)
         core = core_only(settings, [v for _, v in encoded])
-        produce_backlog(bootstrap, k.source_topics[0], encoded)
+        produce_all(bootstrap, k.source_topics[0], encoded)
         result = {
             "events": args.events, "batch": args.batch, "provider": args.provider,
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),

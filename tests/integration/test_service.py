@@ -65,19 +65,25 @@ def _source_of(r: Record) -> tuple[str, int, int]:
     return src["topic"], src["partition"], src["offset"]
 
 
+def score_all(bootstrap: str, t: Topics, config: Path, service: Callable[..., ServiceProcess],
+              inputs: list[tuple[bytes, bytes, list[tuple[str, bytes]] | None]]) -> list[Record]:
+    """Produce the inputs, run the service until every output arrived, stop it with SIGTERM (exit 0)."""
+    produce(bootstrap, t.source, inputs)
+    proc = service(config)
+    proc.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+    return outputs
+
+
 def test_clean_run_one_output_per_input_and_commits_at_the_end(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
     service: Callable[..., ServiceProcess],
 ) -> None:
     t = topics()
     inputs = valid_events(20_000)
-    produce(bootstrap, t.source, inputs)
-    proc = service(write_config(t))
-    proc.wait_ready()
-
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
+    outputs = score_all(bootstrap, t, write_config(t), service, inputs)
 
     assert all(r.topic == t.destination for r in outputs), "valid events must not be dead-lettered"
     grouped = by_key(outputs)
@@ -115,12 +121,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
     }
     bad = [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()]
     inputs = good[:150] + bad + good[150:]
-    produce(bootstrap, t.source, inputs)
-    proc = service(write_config(t))
-    proc.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
+    outputs = score_all(bootstrap, t, write_config(t), service, inputs)
 
     scored = [r for r in outputs if r.topic == t.destination]
     dead = {r.key: r for r in outputs if r.topic == t.dead_letter}
@@ -151,14 +152,9 @@ def test_model_that_raises_on_some_rows_dead_letters_only_those(
         if i in poisoned:
             e = {**e, "hour": 99}
         inputs.append((e["transaction_id"].encode(), orjson.dumps(e), None))
-    produce(bootstrap, t.source, inputs)
     config = write_config(t, model={"path": str(raising_model), "score_output": "score",
-                                                            "score_column": None, "name": "raiser"})
-    proc = service(config)
-    proc.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
+                                    "score_column": None, "name": "raiser"})
+    outputs = score_all(bootstrap, t, config, service, inputs)
 
     dead = [r for r in outputs if r.topic == t.dead_letter]
     assert {r.key for r in dead} == {inputs[i][0] for i in poisoned}
