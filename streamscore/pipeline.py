@@ -29,6 +29,9 @@ from streamscore.server import Health
 
 log = logging.getLogger(__name__)
 
+RESUME_FRACTION = 0.75
+"""Paused partitions resume once the uncommitted events fall below this share of the window."""
+
 DEAD_LETTER_SAMPLE_BYTES = 1024
 """An oversize event is dead-lettered with only this much of its value; headers locate the original."""
 
@@ -62,6 +65,7 @@ class Pipeline:
         self._dead_letter = settings.kafka.dead_letter_topic
         self._assigned: set[TopicPartition] = set()
         self._failed = False
+        self._paused = False
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -96,19 +100,32 @@ class Pipeline:
         self.health.ready = True
 
     def step(self) -> None:
-        """One turn: consume (unless the in-flight window is full), score due batches, commit."""
+        """One turn: consume, score due batches, serve deliveries, commit.
+
+        When the in-flight window is full the source partitions are paused rather than left
+        unpolled: polling goes on (so the consumer stays in its group however long the stall, and
+        rebalances are served) but brings nothing new until the window has room again.
+        """
         self.health.beat()
         self._raise_on_failure()
         window_full = self._tracker.uncommitted >= self.settings.batching.max_in_flight
-        if window_full:
-            self.sink.poll(0.05)
-        else:
-            self._consume_once()
-            self.sink.poll(0)
+        self._apply_backpressure(window_full)
+        self._consume_once()
+        self.sink.poll(0.05 if window_full else 0)
         self._finish_completed()
         if window_full or time.monotonic() >= self._next_commit:
             self._commit()
             self._next_commit = time.monotonic() + self._commit_interval
+
+    def _apply_backpressure(self, window_full: bool) -> None:
+        max_in_flight = self.settings.batching.max_in_flight
+        if window_full and not self._paused:
+            self._paused = True
+            self.source.pause(sorted(self._assigned))
+            log.debug("window full (%d uncommitted): partitions paused", self._tracker.uncommitted)
+        elif self._paused and self._tracker.uncommitted < max_in_flight * RESUME_FRACTION:
+            self._paused = False
+            self.source.resume(sorted(self._assigned))
 
     def _consume_once(self) -> None:
         batcher = self._batcher
@@ -235,6 +252,8 @@ class Pipeline:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned.update(partitions)
+        if self._paused:  # joins paused, like the partitions it joins
+            self.source.pause(partitions)
         self.metrics.assigned_partitions.set(len(self._assigned))
         log.info("assigned %s", _names(partitions))
 

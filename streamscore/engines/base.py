@@ -23,6 +23,12 @@ class Source(Protocol):
         """Up to ``max_messages`` events, waiting at most ``timeout`` seconds for them."""
         ...
 
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        """Stop fetching these partitions; ``poll`` goes on serving the group."""
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        """Fetch these partitions again, from the position after the last event handed out."""
+
     def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
         """Commit next-offset positions; a synchronous commit raises BrokerError on failure."""
 

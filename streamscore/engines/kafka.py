@@ -139,6 +139,14 @@ class KafkaSource:
             messages = [m for m in messages if not _consume_error(m)]
         return cast("Sequence[SourceMessage]", messages)
 
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        if self._consumer is not None and partitions:
+            self._consumer.pause([KafkaTopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        if self._consumer is not None and partitions:
+            self._consumer.resume([KafkaTopicPartition(t, p) for t, p in partitions])
+
     def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
         assert self._consumer is not None
         offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]

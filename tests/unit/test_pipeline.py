@@ -46,13 +46,24 @@ class FakeSource:
         self.callbacks: tuple[Callable[..., None], ...] = ()
         self.revoke_after: int | None = None
         self.closed = False
+        self.paused: set[tuple[str, int]] = set()
+        self.polls = 0
 
     def subscribe(self, on_assign: Callable[..., None], on_revoke: Callable[..., None],
                   on_lost: Callable[..., None]) -> None:
         self.callbacks = (on_assign, on_revoke, on_lost)
         on_assign(sorted({(m.topic(), m.partition()) for m in self.pending}))
 
+    def pause(self, partitions: list[tuple[str, int]]) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, partitions: list[tuple[str, int]]) -> None:
+        self.paused.difference_update(partitions)
+
     def poll(self, max_messages: int, timeout: float) -> Sequence[Message]:
+        self.polls += 1
+        if self.paused:  # this fake pauses everything or nothing
+            return []
         if self.revoke_after is not None and self.polled >= self.revoke_after:
             self.revoke_after = None
             self.callbacks[1]([("in", 0)])
@@ -180,14 +191,18 @@ def test_consumption_waits_when_the_uncommitted_window_is_full() -> None:
     sink.hold = True
     p = pipeline(source, sink, settings(max_batch_size=10, max_in_flight=40))
     p.start()
+    polls_before = source.polls
     for _ in range(200):
         p.step()
     assert 40 <= source.polled <= 40 + 10, "the window bounds consumption (plus at most one batch)"
     assert source.commits == []
+    assert source.paused == {("in", 0), ("in", 1), ("in", 2)}, "a full window pauses the partitions"
+    assert source.polls - polls_before >= 150, "and polling goes on, so the consumer stays in its group"
     sink.hold = False
     for _ in range(200):
         p.step()
     assert source.polled > 100, "consumption resumes once outputs are acknowledged and committed"
+    assert not source.paused
 
 
 def test_revoked_partitions_are_drained_and_committed_before_release() -> None:
