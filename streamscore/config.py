@@ -103,6 +103,8 @@ class ModelSettings(_Section):
     """Model output holding the score (default: the last output)."""
     score_column: int | None = 1
     """Column of a 2-D score output; null for a 1-D output."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Expected sha256 of the model file; when set, a different file refuses to load."""
     warmup_batches: int = Field(default=2, ge=0)
     """Batches run through the model at start so the first real batch pays no setup cost."""
 

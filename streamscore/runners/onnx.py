@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,10 @@ class OnnxRunner:
         path = self.settings.path
         if not path.is_file():
             raise ModelError(f"model.path: file not found: {path}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        expected = self.settings.sha256
+        if expected is not None and digest != expected.lower():
+            raise ModelError(f"model.sha256: {path} has sha256 {digest}, expected {expected.lower()}; refusing to load it")
         import onnxruntime as ort
 
         ort.set_default_logger_severity(3)
@@ -67,7 +70,7 @@ class OnnxRunner:
         self.provider = active
         self._check_signature()
         if not self.version:
-            self.version = self._version_from(path)
+            self.version = f"sha256:{digest[:12]}"
         log.info(
             "model %s version %s loaded from %s on %s (batch dimension %s)",
             self.name, self.version, path, active, self._fixed_batch or "dynamic",
@@ -143,11 +146,6 @@ class OnnxRunner:
                     f"of shape {out.shape}"
                 )
         self._output = output
-
-    @staticmethod
-    def _version_from(path: Path) -> str:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        return f"sha256:{digest}"
 
     def _warm_up(self) -> None:
         rows = self._fixed_batch or 64

@@ -276,3 +276,13 @@ def test_a_model_that_returns_the_wrong_number_of_scores_raises(
     runner = make_runner(path, warmup_batches=0)
     with pytest.raises(ModelError, match="model returned 1 scores for 3 rows"):
         runner.predict(rows(3))
+
+
+def test_a_model_whose_sha256_differs_refuses_to_load(onnx_model: ModelFactory, make_runner: RunnerFactory) -> None:
+    import hashlib
+
+    path = onnx_model()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert make_runner(path, sha256=digest.upper()).version == f"sha256:{digest[:12]}"
+    message = load_error(make_runner(path, load=False, sha256="0" * 64))
+    assert message.startswith(f"model.sha256: {path} has sha256 {digest}, expected {'0' * 64}")
