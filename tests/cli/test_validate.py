@@ -127,3 +127,17 @@ def test_environment_overrides_reach_validation(tmp_path: Path, good_model: Path
 def test_version_and_module_entry_point() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("streamscore ")
+
+
+def test_secrets_from_the_environment_never_reach_the_output(tmp_path: Path, good_model: Path) -> None:
+    import os
+
+    secret = "hunter2-do-not-print"
+    config = write(tmp_path, good_model, kafka__bootstrap_servers=f"127.0.0.1:{free_port()}")
+    env = {**os.environ, "STREAMSCORE_KAFKA__CLIENT__SASL_PASSWORD": secret,
+           "STREAMSCORE_KAFKA__CLIENT__SSL_KEY_PASSWORD": secret, "STREAMSCORE_LOG_LEVEL": "DEBUG"}
+    for extra in (["--skip-broker"], ["--timeout", "1"]):
+        result = subprocess.run([sys.executable, "-m", "streamscore", "validate", "-c", str(config), *extra],
+                                capture_output=True, text=True, timeout=60, env=env, check=False)
+        assert secret not in result.stdout + result.stderr
+        assert "model ok" in result.stdout, result.stderr
