@@ -245,13 +245,14 @@ class KafkaSink:
 
 
 def create_topics(bootstrap_servers: str, topics: Mapping[str, int], client: Mapping[str, Any] | None = None,
-                  timeout: float = 15.0) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
+                  timeout: float = 15.0, config: Mapping[str, str] | None = None) -> None:
+    """Create topics (name -> partitions) that do not exist yet, with topic ``config`` if given."""
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client or {})})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
+    wanted = [NewTopic(name, partitions, 1, config=dict(config or {}))
+              for name, partitions in topics.items() if name not in existing]
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():

@@ -61,7 +61,9 @@ def topics(bootstrap: str) -> Callable[..., Topics]:
     def make(partitions: int = 4) -> Topics:
         run = uuid.uuid4().hex[:8]
         t = Topics(f"in-{run}", f"scores-{run}", f"dlq-{run}", f"group-{run}", partitions)
-        create_topics(bootstrap, {t.source: partitions, t.destination: partitions, t.dead_letter: 1})
+        # room for the oversize-input test on brokers that enforce Kafka's ~1 MB default
+        create_topics(bootstrap, {t.source: partitions, t.destination: partitions, t.dead_letter: 1},
+                      config={"max.message.bytes": "4000000"})
         return t
 
     return make
