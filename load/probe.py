@@ -2,6 +2,9 @@
 
 Latency = the score record's arrival here minus its ``event_time_ms`` (the input's Kafka
 timestamp), kept in an HDR histogram (microseconds, 3 significant digits), overall and per second.
+The probe shares the machine with what it measures, so it is kept cheap: the timestamp is read
+with a bytes regex instead of a JSON decode, and each consumed batch is recorded grouped by value
+at 10 µs resolution (one HDR call per distinct value instead of one per event).
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import re
+
+import numpy as np
 from confluent_kafka import Consumer
 from hdrh.histogram import HdrHistogram
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+RESOLUTION_MICROS = 10
+_EVENT_TIME = re.compile(rb'"event_time_ms":(\d+)')
 MAX_MICROS = 120_000_000
 
 
@@ -64,17 +71,18 @@ class LatencyProbe(threading.Thread):
         count_this_second = 0
         try:
             while not self.stop_event.is_set():
-                for msg in self._consumer.consume(5000, 0.05):
-                    if msg.error() is not None:
-                        continue
-                    now_ms = time.time() * 1000
-                    event_ms = orjson.loads(msg.value()).get("event_time_ms")
-                    if event_ms:
-                        micros = max(1, min(MAX_MICROS, int((now_ms - event_ms) * 1000)))
-                        r.total.record_value(micros)
-                        second.record_value(micros)
-                    r.received += 1
-                    count_this_second += 1
+                messages = [m for m in self._consumer.consume(5000, 0.05) if m.error() is None]
+                now_ms = time.time() * 1000
+                stamps = [found.group(1) for m in messages if (found := _EVENT_TIME.search(m.value() or b""))]
+                if stamps:
+                    micros = (now_ms - np.array(stamps, dtype=np.float64)) * 1000
+                    micros = np.clip(micros // RESOLUTION_MICROS * RESOLUTION_MICROS, 1, MAX_MICROS).astype(np.int64)
+                    values, counts = np.unique(micros, return_counts=True)
+                    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                        r.total.record_value(value, count)
+                        second.record_value(value, count)
+                r.received += len(messages)
+                count_this_second += len(messages)
                 if time.monotonic() >= mark:
                     r.timeline.append({"at": time.monotonic(), "events": count_this_second, **summarize(second)})
                     second, count_this_second, mark = new_histogram(), 0, mark + 1.0
