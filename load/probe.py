@@ -9,13 +9,12 @@ at 10 µs resolution (one HDR call per distinct value instead of one per event).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 import numpy as np
 from confluent_kafka import Consumer
