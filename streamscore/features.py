@@ -29,7 +29,6 @@ class NotAnObject:
     json_type: str
 
 
-_NUMERIC = {int, float}
 _ACCEPTED: dict[str, frozenset[type]] = {
     "float": frozenset({int, float}),
     "int": frozenset({int}),

@@ -100,8 +100,10 @@ class Metrics:
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
 
-    def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> None:
-        counts = np.bincount(indices, minlength=len(labels)).tolist() if indices.size else []
-        for label, count in zip(labels, counts, strict=False):
+    def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> list[int]:
+        """Count a batch's decisions (label indices); returns the count per label."""
+        counts: list[int] = np.bincount(indices, minlength=len(labels)).tolist() if indices.size else [0] * len(labels)
+        for label, count in zip(labels, counts, strict=True):
             if count:
                 self.decisions.labels(label).inc(count)
+        return counts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -200,15 +201,13 @@ class Pipeline:
         m.batch_size.observe(len(batch))
         m.inference_seconds.observe(inference_seconds)
         labels = self.scorer.policy.labels
-        m.count_decisions(labels, decisions)
-        for reason in {r.reason for r in rejections}:
-            m.dead_lettered.labels(reason).inc(sum(1 for r in rejections if r.reason == reason))
+        for label, count in zip(labels, m.count_decisions(labels, decisions), strict=True):
+            t.decisions[label] += count
+        for reason, count in Counter(r.reason for r in rejections).items():
+            m.dead_lettered.labels(reason).inc(count)
         t.consumed += len(batch)
         t.scored += decisions.size
         t.dead_lettered += len(rejections)
-        if decisions.size:
-            for label, count in zip(labels, np.bincount(decisions, minlength=len(labels)).tolist(), strict=False):
-                t.decisions[label] += count
 
     # -- acknowledgements and commits -------------------------------------------------------
 
@@ -269,7 +268,8 @@ class Pipeline:
         log.warning("lost %s (session expired): their uncommitted work will be redone elsewhere", _names(partitions))
         lost = set(partitions)
         pending = self._batcher.take() or []
-        self._batcher.add([m for m in pending if (m.topic(), m.partition()) not in lost])
+        for batch in self._batcher.add([m for m in pending if (m.topic(), m.partition()) not in lost]):
+            self._process(batch)  # never in practice (less than a batch was open), but never dropped
         self._forget(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
