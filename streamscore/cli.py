@@ -16,6 +16,7 @@ from pathlib import Path
 
 from streamscore import __version__
 from streamscore.errors import ConfigError, StreamScoreError
+from streamscore.logs import configure_logging
 
 log = logging.getLogger("streamscore")
 
@@ -25,7 +26,7 @@ EXIT_CONFIG = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level or "INFO")
     try:
         return int(args.command(args))
     except ConfigError as exc:
@@ -70,34 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str | None) -> None:
-    logging.basicConfig(
-        level=level or "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _load(path: Path, level_override: str | None) -> object:
     from streamscore.config import load_settings
 
     settings = load_settings(path)
-    if level_override is None:
-        logging.getLogger().setLevel(settings.log_level)
+    configure_logging(level_override or settings.log_level, settings.log_format)
     return settings
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamscore.service import Service, stop_on_signals
+    from streamscore.config import Settings
+    from streamscore.service import Service, stop_on_signals, transactional_id
 
     settings = _load(args.config, args.log_level)
+    assert isinstance(settings, Settings)
     if args.workers > 1:
         from streamscore.workers import run_workers
 
-        return run_workers(args.config, args.workers, settings.metrics.port, args.log_level)  # type: ignore[attr-defined]
+        return run_workers(args.config, args.workers, settings.metrics.port, args.log_level,
+                           transactional_id(settings))
     stop = threading.Event()
     stop_on_signals(stop)
-    return Service(settings).run(stop)  # type: ignore[arg-type]
+    return Service(settings).run(stop)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ class KafkaSettings(_Section):
     """Topic that receives events that cannot be scored, with the reason in headers."""
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     """Consumer group session timeout."""
+    transactional_id: str | None = None
+    """Producer transactional.id for ``delivery: exactly_once``; must be stable across restarts of
+    one instance and unique across instances (default: ``streamscore-<group_id>-<hostname>``)."""
     client: dict[str, ClientValue] = {}
     """librdkafka settings for both consumer and producer (security.protocol, sasl.*, ssl.* ...)."""
     consumer: dict[str, ClientValue] = {}
@@ -200,6 +203,9 @@ class MetricsSettings(_Section):
     """Port of /metrics, /healthz and /readyz (0 picks a free port)."""
 
 
+Delivery = Literal["at_least_once", "exactly_once"]
+
+
 class Settings(_Section):
     kafka: KafkaSettings
     batching: BatchingSettings = BatchingSettings()
@@ -208,7 +214,13 @@ class Settings(_Section):
     decisions: DecisionSettings = DecisionSettings()
     output: OutputSettings = OutputSettings()
     metrics: MetricsSettings = MetricsSettings()
+    delivery: Delivery = "at_least_once"
+    """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
+    write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka
+    transaction; readers with ``isolation.level=read_committed`` see each output once."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, for log shippers."""
 
     @field_validator("features")
     @classmethod

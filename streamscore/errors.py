@@ -4,7 +4,8 @@
      ├── ConfigError        settings invalid, or inconsistent with the model (exit code 2)
      ├── ModelError         model file missing or unreadable, provider unavailable, spec mismatch
      ├── BrokerError        broker unreachable, or a Kafka call failed (keeps the Kafka error code)
-     └── DeliveryError      an output could not be written; nothing past it is committed
+     ├── DeliveryError      an output could not be written; nothing past it is committed
+     └── TransactionAborted exactly-once: the open transaction must be aborted and its input re-read
 """
 
 from __future__ import annotations
@@ -35,3 +36,11 @@ class BrokerError(StreamScoreError):
 
 class DeliveryError(BrokerError):
     """A produce failed for good: the pipeline stops without committing past it."""
+
+
+class TransactionAborted(BrokerError):
+    """A transactional call failed in a way Kafka lets the producer recover from by aborting.
+
+    The pipeline aborts, rewinds the consumer to the last committed positions and redoes the work;
+    fatal errors (a fenced producer, for one) are DeliveryErrors instead.
+    """

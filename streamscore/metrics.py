@@ -97,8 +97,20 @@ class Metrics:
                                          "Output records the broker did not accept.", registry=r)
         self.assigned_partitions = Gauge("streamscore_assigned_partitions",
                                          "Source partitions assigned to this instance.", registry=r)
+        self.consumer_lag = Gauge("streamscore_consumer_lag",
+                                  "Events in a source partition past the position its group would resume from.",
+                                  ["topic", "partition"], registry=r)
+        self.transaction_aborts = Counter("streamscore_transaction_aborts",
+                                          "Exactly-once transactions aborted and redone.", registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop the per-partition series of a partition this instance no longer owns."""
+        try:
+            self.consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
 
     def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> list[int]:
         """Count a batch's decisions (label indices); returns the count per label."""

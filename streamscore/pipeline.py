@@ -4,6 +4,11 @@ Single-threaded by design: librdkafka does the network I/O on its own threads, a
 consumes, scores, produces, serves delivery callbacks and commits in turn. Delivery runs ahead of
 commits: the next batch is consumed while earlier outputs are still in flight, up to
 ``max_in_flight``; the ``OffsetTracker`` decides what may be committed.
+
+With ``delivery: exactly_once`` the same loop runs inside Kafka transactions: the first batch
+after a commit begins one, and a commit flushes the outputs, adds the consumed positions to the
+transaction and commits both at once. Anything Kafka says to abort on aborts the transaction and
+rewinds the consumer to the last committed positions, so the work is redone, never half-kept.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from streamscore.batching import Batcher
 from streamscore.commits import OffsetTracker, Ticket, TopicPartition
 from streamscore.config import Settings
 from streamscore.engines.base import Sink, Source
-from streamscore.errors import BrokerError, DeliveryError
+from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
 from streamscore.metrics import Metrics
 from streamscore.records import Headers, Rejection, SourceMessage
 from streamscore.scoring import Scorer
@@ -35,6 +40,9 @@ RESUME_FRACTION = 0.75
 
 DEAD_LETTER_SAMPLE_BYTES = 1024
 """An oversize event is dead-lettered with only this much of its value; headers locate the original."""
+
+MAX_ABORTS_IN_A_ROW = 5
+"""Exactly-once: after this many transactions in a row fail, stop (exit non-zero) rather than loop."""
 
 
 @dataclass(slots=True)
@@ -67,6 +75,12 @@ class Pipeline:
         self._assigned: set[TopicPartition] = set()
         self._failed = False
         self._paused = False
+        self._transactional = settings.delivery == "exactly_once"
+        self._in_transaction = False
+        self._aborts_in_a_row = 0
+        self._restart_at: dict[TopicPartition, int] = {}
+        """Per partition, where the group would resume: the last committed position, or the first
+        offset consumed since assignment. Rewind target and the base of the lag metric."""
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -90,7 +104,10 @@ class Pipeline:
         except BaseException:
             self._failed = True
             self.health.ready = False
-            self._commit(final=True, quiet=True)
+            if self._transactional:
+                self._abort_quietly()
+            else:
+                self._commit(final=True, quiet=True)
             raise
         finally:
             self.source.close()
@@ -108,7 +125,7 @@ class Pipeline:
         rebalances are served) but brings nothing new until the window has room again.
         """
         self.health.beat()
-        self._raise_on_failure()
+        self._check_deliveries()
         window_full = self._tracker.uncommitted >= self.settings.batching.max_in_flight
         self._apply_backpressure(window_full)
         self._consume_once()
@@ -116,6 +133,7 @@ class Pipeline:
         self._finish_completed()
         if window_full or time.monotonic() >= self._next_commit:
             self._commit()
+            self._report_lag()
             self._next_commit = time.monotonic() + self._commit_interval
 
     def _apply_backpressure(self, window_full: bool) -> None:
@@ -149,7 +167,7 @@ class Pipeline:
             self._process(pending)
         while self._tracker.in_flight and time.monotonic() < deadline:
             self.sink.flush(min(0.5, max(0.0, deadline - time.monotonic())))
-            self._raise_on_failure()
+            self._check_deliveries()
         self._finish_completed()
         self._commit(final=True)
         left = self._tracker.in_flight
@@ -160,6 +178,9 @@ class Pipeline:
     # -- one batch --------------------------------------------------------------------------
 
     def _process(self, batch: Sequence[SourceMessage]) -> None:
+        if self._transactional and not self._in_transaction:
+            self.sink.begin_transaction()
+            self._in_transaction = True
         result = self.scorer.score(batch)
         event_times = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
         ticket = Ticket(len(batch), payload=event_times)
@@ -169,6 +190,8 @@ class Pipeline:
             tp = cast(TopicPartition, (m.topic(), m.partition()))
             last_offsets[tp] = cast(int, m.offset())
             counts[tp] = counts.get(tp, 0) + 1
+        for tp in last_offsets.keys() - self._restart_at.keys():  # first events since assignment
+            self._restart_at[tp] = next(cast(int, m.offset()) for m in batch if (m.topic(), m.partition()) == tp)
         self._tracker.track(ticket, last_offsets, counts)
         ack = ticket.ack
         keys = [batch[row].key() for row in result.scored]
@@ -221,17 +244,26 @@ class Pipeline:
         self.metrics.in_flight.set(self._tracker.in_flight)
         self.metrics.uncommitted.set(self._tracker.uncommitted)
 
-    def _raise_on_failure(self) -> None:
+    def _check_deliveries(self) -> None:
+        """A refused output stops at-least-once delivery (nothing past it is committed) and aborts
+        the open transaction under exactly-once (its work is redone)."""
         error = self._tracker.failure()
-        if error is not None:
-            self.metrics.delivery_failures.inc()
-            code = error.code() if hasattr(error, "code") else None
-            text = error.str() if hasattr(error, "str") else str(error)
-            raise DeliveryError(f"an output was not accepted by the broker: {text}", code)
+        if error is None:
+            return
+        self.metrics.delivery_failures.inc()
+        code = error.code() if hasattr(error, "code") else None
+        text = error.str() if hasattr(error, "str") else str(error)
+        if self._transactional:
+            self._abort(f"an output was not accepted by the broker: {text}")
+            return
+        raise DeliveryError(f"an output was not accepted by the broker: {text}", code)
 
     def _commit(self, final: bool = False, quiet: bool = False) -> None:
         """Commit synchronously: a position counts as committed only once the broker confirmed it,
         so a crash can redo at most ``max_in_flight`` events (plus one batch)."""
+        if self._transactional:
+            self._commit_transaction(final)
+            return
         positions = {tp: pos for tp, pos in self._tracker.committable().items() if tp in self._assigned}
         if not positions:
             return
@@ -242,10 +274,76 @@ class Pipeline:
             if not quiet:
                 log.warning("commit failed: %s", exc)
             return
+        self._committed(positions, final)
+
+    def _committed(self, positions: dict[TopicPartition, int], final: bool) -> None:
         self._tracker.mark_committed(positions)
+        self._restart_at.update(positions)
         self.metrics.commits.inc()
-        if final:
+        if final and positions:
             log.info("committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items())))
+
+    # -- exactly-once -------------------------------------------------------------------------
+
+    def _commit_transaction(self, final: bool) -> None:
+        """Flush, then commit the outputs and the positions they came from in one transaction."""
+        if not self._in_transaction:
+            return
+        left = self.sink.flush(self.settings.batching.drain_timeout_s)
+        self._check_deliveries()  # aborts the transaction if an output was refused
+        if not self._in_transaction:
+            return
+        if left:
+            self._abort(f"{left} outputs not acknowledged within drain_timeout_s")
+            return
+        positions = {tp: pos for tp, pos in self._tracker.committable().items() if tp in self._assigned}
+        try:
+            self.sink.commit_transaction(positions, self.source.group_metadata())
+        except TransactionAborted as exc:
+            self.metrics.commit_failures.inc()
+            self._abort(str(exc))
+            return
+        self._in_transaction = False
+        self._aborts_in_a_row = 0
+        self._committed(positions, final)
+
+    def _abort(self, why: str, failure: bool = True) -> None:
+        """Abort the open transaction and re-read its input: the consumer rewinds every partition
+        to where the group would resume, and the open batch and the offset tracker start afresh."""
+        if failure:
+            self.metrics.transaction_aborts.inc()
+            self._aborts_in_a_row += 1
+            log.warning("transaction aborted (%s): re-reading its input from the last committed positions", why)
+        if self._in_transaction:
+            self.sink.abort_transaction()
+            self._in_transaction = False
+        rewind = {tp: pos for tp, pos in self._restart_at.items() if tp in self._assigned}
+        for m in self._batcher.take() or []:  # consumed, never scored: they are re-read too
+            tp = cast(TopicPartition, (m.topic(), m.partition()))
+            if tp in self._assigned:
+                rewind.setdefault(tp, cast(int, m.offset()))
+        self.source.seek(rewind)
+        self._tracker = OffsetTracker()
+        if self._aborts_in_a_row >= MAX_ABORTS_IN_A_ROW:
+            raise DeliveryError(f"{self._aborts_in_a_row} transactions in a row were aborted; last: {why}")
+
+    def _abort_quietly(self) -> None:
+        """On the way out after an error: abort what is open; the next owner redoes it."""
+        if self._in_transaction:
+            try:
+                self.sink.abort_transaction()
+            except BrokerError as exc:
+                log.warning("could not abort the open transaction (%s); it times out on the broker", exc)
+            self._in_transaction = False
+
+    # -- lag -----------------------------------------------------------------------------------
+
+    def _report_lag(self) -> None:
+        """Consumer lag per partition: the high watermark from the last fetch minus the position the
+        group would resume from. Partitions that delivered nothing since assignment are not reported."""
+        marks = self.source.high_watermarks(sorted(self._restart_at))
+        for (topic, partition), high in marks.items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - self._restart_at[(topic, partition)]))
 
     # -- rebalances (run inside source.poll) ------------------------------------------------
 
@@ -266,6 +364,10 @@ class Pipeline:
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
         """Another member owns them now: drop their unscored events; nothing of theirs is committed."""
         log.warning("lost %s (session expired): their uncommitted work will be redone elsewhere", _names(partitions))
+        if self._transactional:  # the open transaction holds their outputs: abort it, keep the rest
+            self._forget(partitions)
+            self._abort(f"lost {_names(partitions)}", failure=False)
+            return
         lost = set(partitions)
         pending = self._batcher.take() or []
         for batch in self._batcher.add([m for m in pending if (m.topic(), m.partition()) not in lost]):
@@ -275,6 +377,9 @@ class Pipeline:
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self._tracker.forget(partitions)
         self._assigned.difference_update(partitions)
+        for tp in partitions:
+            if self._restart_at.pop(tp, None) is not None:
+                self.metrics.forget_partition(*tp)
         self.metrics.assigned_partitions.set(len(self._assigned))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
 
@@ -20,6 +21,14 @@ from streamscore.server import Health, HttpServer
 log = logging.getLogger(__name__)
 
 BROKER_CHECK_TIMEOUT = 10.0
+
+
+def transactional_id(settings: Settings) -> str | None:
+    """The producer's transactional.id under exactly-once: stable for this host, so a restarted
+    instance fences its predecessor and aborts the transaction it left open."""
+    if settings.delivery != "exactly_once":
+        return None
+    return settings.kafka.transactional_id or f"streamscore-{settings.kafka.group_id}-{socket.gethostname()}"
 
 
 def build_runner(settings: Settings) -> ModelRunner:
@@ -58,7 +67,7 @@ class Service:
         check_topics(s)
         b = s.batching
         queue = max(100_000, b.max_in_flight + 2 * b.max_batch_size)
-        sink = KafkaSink(s.kafka, queue, b.max_message_bytes)
+        sink = KafkaSink(s.kafka, queue, b.max_message_bytes, transactional_id(s), b.drain_timeout_s)
         sink.start()
         if s.metrics.enabled:
             self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)

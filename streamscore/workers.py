@@ -18,12 +18,15 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 
-def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | None) -> int:
+def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | None,
+                transactional_id: str | None = None) -> int:
     children: list[subprocess.Popen[bytes]] = []
     for index in range(workers):
         env = dict(os.environ)
         if metrics_port:
             env["STREAMSCORE_METRICS__PORT"] = str(metrics_port + index)
+        if transactional_id:  # one per worker: two producers sharing an id would fence each other
+            env["STREAMSCORE_KAFKA__TRANSACTIONAL_ID"] = f"{transactional_id}-{index}"
         args = [sys.executable, "-m", "streamscore"]
         if log_level:
             args += ["--log-level", log_level]

@@ -32,6 +32,16 @@ class Source(Protocol):
     def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
         """Commit next-offset positions; a synchronous commit raises BrokerError on failure."""
 
+    def seek(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Fetch these partitions again from the given offsets (after an aborted transaction)."""
+
+    def high_watermarks(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Latest known end offsets, without a broker round trip; unknown partitions left out."""
+        ...
+
+    def group_metadata(self) -> object:
+        """The consumer group's metadata, which a transaction's offsets are committed under."""
+
     def close(self) -> None: ...
 
 
@@ -51,5 +61,13 @@ class Sink(Protocol):
     def flush(self, timeout: float) -> int:
         """Wait for every record to be acknowledged; returns how many are still unacknowledged."""
         ...
+
+    # exactly-once only: raise TransactionAborted when Kafka says to abort, DeliveryError when fatal
+    def begin_transaction(self) -> None: ...
+
+    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        """Commit the open transaction's outputs together with these consumed positions."""
+
+    def abort_transaction(self) -> None: ...
 
     def close(self) -> None: ...

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamscore.config import KafkaSettings
 from streamscore.engines.base import DeliveryCallback, PartitionsCallback, TopicPartition
-from streamscore.errors import BrokerError, ConfigError, DeliveryError
+from streamscore.errors import BrokerError, ConfigError, DeliveryError, TransactionAborted
 from streamscore.records import Headers, SourceMessage
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ _CONSUMER_FORCED: dict[str, Any] = {
     "enable.auto.offset.store": False,
 }
 _PRODUCER_FORCED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+_TRANSACTION_RETRIES = 3
+"""Attempts of a transactional call that librdkafka reports as retriable (a timeout, say)."""
 
 
 def _merge(section: str, base: dict[str, Any], extra: Mapping[str, Any], forced: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,8 +56,9 @@ def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
     return _merge("consumer", base, settings.consumer, _CONSUMER_FORCED)
 
 
-def producer_config(settings: KafkaSettings, queue_messages: int, max_message_bytes: int) -> dict[str, Any]:
-    base = {
+def producer_config(settings: KafkaSettings, queue_messages: int, max_message_bytes: int,
+                    transactional_id: str | None = None) -> dict[str, Any]:
+    base: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "linger.ms": 5,
         "compression.type": "lz4",
@@ -63,7 +66,13 @@ def producer_config(settings: KafkaSettings, queue_messages: int, max_message_by
         "message.max.bytes": max(1_000_000, max_message_bytes + 65_536),
         **settings.client,
     }
-    return _merge("producer", base, settings.producer, _PRODUCER_FORCED)
+    forced = dict(_PRODUCER_FORCED)
+    if transactional_id is not None:
+        forced["transactional.id"] = transactional_id
+    elif "transactional.id" in {**settings.client, **settings.producer}:
+        raise ConfigError("kafka.producer.transactional.id: set 'delivery: exactly_once' (and optionally "
+                          "kafka.transactional_id) instead; a bare transactional producer would reject every write")
+    return _merge("producer", base, settings.producer, forced)
 
 
 def check_broker(settings: KafkaSettings, timeout: float) -> set[str]:
@@ -147,6 +156,32 @@ class KafkaSource:
         if self._consumer is not None and partitions:
             self._consumer.resume([KafkaTopicPartition(t, p) for t, p in partitions])
 
+    def seek(self, positions: Mapping[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        for (topic, partition), offset in positions.items():
+            try:
+                self._consumer.seek(KafkaTopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                err = exc.args[0]
+                raise BrokerError(f"cannot rewind {topic}[{partition}] to {offset}: {err.str()}", err.code()) from None
+
+    def high_watermarks(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """From the last fetch responses (no request is sent); partitions not fetched yet are left out."""
+        assert self._consumer is not None
+        marks: dict[TopicPartition, int] = {}
+        for topic, partition in partitions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(KafkaTopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                marks[(topic, partition)] = high
+        return marks
+
+    def group_metadata(self) -> object:
+        assert self._consumer is not None
+        return self._consumer.consumer_group_metadata()
+
     def commit(self, positions: Mapping[TopicPartition, int], asynchronous: bool) -> None:
         assert self._consumer is not None
         offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
@@ -190,18 +225,62 @@ def _log_commit(err: KafkaError | None, partitions: list[Any]) -> None:
 
 
 class KafkaSink:
-    def __init__(self, settings: KafkaSettings, queue_messages: int, max_message_bytes: int) -> None:
+    """Idempotent producer; with a ``transactional_id``, a transactional one (exactly-once)."""
+
+    def __init__(self, settings: KafkaSettings, queue_messages: int, max_message_bytes: int,
+                 transactional_id: str | None = None, transaction_timeout_s: float = 30.0) -> None:
         self.settings = settings
         self._queue_messages = queue_messages
         self._max_message_bytes = max_message_bytes
+        self._transactional_id = transactional_id
+        self._timeout = transaction_timeout_s
         self._producer: Producer | None = None
         self._errors = _ErrorLatch("producer")
 
     def start(self) -> None:
-        conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes)
+        conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes, self._transactional_id)
         conf["error_cb"] = self._errors
         conf["logger"] = _librdkafka_log
         self._producer = Producer(conf)
+        if self._transactional_id is not None:
+            # fences any earlier producer with this id and aborts the transaction it left open
+            self._transact("initialising transactions", self._producer.init_transactions, self._timeout)
+
+    # -- transactions (exactly-once only) ---------------------------------------------------
+
+    def begin_transaction(self) -> None:
+        assert self._producer is not None
+        self._transact("beginning a transaction", self._producer.begin_transaction)
+
+    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        """Add the consumed positions to the open transaction and commit it, outputs and offsets at once."""
+        producer = self._producer
+        assert producer is not None
+        offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
+        if offsets:
+            self._transact("adding offsets to the transaction", producer.send_offsets_to_transaction,
+                           offsets, group_metadata, self._timeout)
+        self._transact("committing the transaction", producer.commit_transaction, self._timeout)
+
+    def abort_transaction(self) -> None:
+        assert self._producer is not None
+        self._transact("aborting the transaction", self._producer.abort_transaction, self._timeout)
+
+    def _transact(self, what: str, call: Any, *args: Any) -> None:
+        """Run a transactional call: retry what librdkafka says to retry, sort the rest into
+        abortable (TransactionAborted) and fatal (DeliveryError)."""
+        for attempt in range(_TRANSACTION_RETRIES):
+            try:
+                call(*args)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.txn_requires_abort():
+                    raise TransactionAborted(f"{what}: {err.str()}", err.code()) from None
+                if err.retriable() and attempt + 1 < _TRANSACTION_RETRIES:
+                    log.warning("%s: %s (retrying)", what, err.str())
+                    continue
+                raise DeliveryError(f"{what} failed: {err.str()}", err.code()) from None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:

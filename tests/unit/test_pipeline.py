@@ -39,6 +39,7 @@ class FakeSource:
     """Hands out prepared messages in chunks; records commits; can revoke mid-stream."""
 
     def __init__(self, messages: list[Message], chunk: int = 7) -> None:
+        self.all = list(messages)
         self.pending = list(messages)
         self.chunk = chunk
         self.commits: list[dict[tuple[str, int], int]] = []
@@ -48,6 +49,9 @@ class FakeSource:
         self.closed = False
         self.paused: set[tuple[str, int]] = set()
         self.polls = 0
+        self.seeks: list[dict[tuple[str, int], int]] = []
+        self.ends: dict[tuple[str, int], int] = {}
+        """High watermarks to report (the lag metric's input)."""
 
     def subscribe(self, on_assign: Callable[..., None], on_revoke: Callable[..., None],
                   on_lost: Callable[..., None]) -> None:
@@ -74,6 +78,19 @@ class FakeSource:
     def commit(self, positions: Mapping[tuple[str, int], int], asynchronous: bool) -> None:
         assert not asynchronous
         self.commits.append(dict(positions))
+
+    def seek(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Hand out each partition again from the given offset, in the original order."""
+        self.seeks.append(dict(positions))
+        pending = {id(m) for m in self.pending if (m.topic(), m.partition()) not in positions}
+        self.pending = [m for m in self.all if id(m) in pending
+                        or positions.get((m.topic(), m.partition()), 1 << 62) <= m.offset()]
+
+    def high_watermarks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: self.ends[tp] for tp in partitions if tp in self.ends}
+
+    def group_metadata(self) -> object:
+        return "group-metadata"
 
     def close(self) -> None:
         self.closed = True
