@@ -76,6 +76,8 @@ def test_metrics_move_and_agree_with_the_events(
     assert after["streamscore_in_flight_events"] == 0
     assert after["streamscore_commits_total"] > 0
     assert after["streamscore_assigned_partitions"] == 4
+    lag = {k: v for k, v in after.items() if k.startswith("streamscore_consumer_lag{")}
+    assert len(lag) == 4 and set(lag.values()) == {0.0}, f"caught up on every partition: {lag}"
 
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.log()
