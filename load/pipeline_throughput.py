@@ -53,7 +53,7 @@ class _Message:
     def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
 
 
-def settings_for(bootstrap: str, batch: int, provider: str) -> Settings:
+def settings_for(bootstrap: str, batch: int, provider: str, delivery: str = "at_least_once") -> Settings:
     run = uuid.uuid4().hex[:8]
     with as_file(files("streamscore.demo") / "config.yaml") as path:
         base = load_settings(Path(path), env={})
@@ -63,7 +63,7 @@ def settings_for(bootstrap: str, batch: int, provider: str) -> Settings:
     })
     batching = base.batching.model_copy(update={"max_batch_size": batch})
     model = base.model.model_copy(update={"provider": provider})
-    return base.model_copy(update={"kafka": kafka, "batching": batching, "model": model})
+    return base.model_copy(update={"kafka": kafka, "batching": batching, "model": model, "delivery": delivery})
 
 
 def core_only(settings: Settings, values: list[bytes]) -> float:
@@ -112,13 +112,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--delivery", default="at_least_once", choices=["at_least_once", "exactly_once"])
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
 
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap_servers
-        settings = settings_for(bootstrap, args.batch, args.provider)
+        settings = settings_for(bootstrap, args.batch, args.provider, args.delivery)
         k = settings.kafka
         create_topics(bootstrap, {k.source_topics[0]: PARTITIONS, k.destination_topic: PARTITIONS,
                                   k.dead_letter_topic: 1})
@@ -126,7 +127,7 @@ def main() -> None:
         core = core_only(settings, [v for _, v in encoded])
         produce_all(bootstrap, k.source_topics[0], encoded)
         result = {
-            "events": args.events, "batch": args.batch, "provider": args.provider,
+            "events": args.events, "batch": args.batch, "provider": args.provider, "delivery": args.delivery,
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                         "python": platform.python_version()},
             "scoring_core_events_per_second": round(core),
