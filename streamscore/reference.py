@@ -49,7 +49,7 @@ def config_reference() -> str:
         f"and values stay text (`{ENV_PREFIX}KAFKA__CLIENT__SASL_PASSWORD`). A relative `model.path` is",
         "relative to the config file. Unknown keys are errors.",
     ]
-    for path, model, doc in _sections(Settings, ""):
+    for path, model, doc in sections(Settings, ""):
         lines += ["", f"## `{path}`" if path else "## Top level", ""]
         if doc:
             lines += [doc, ""]
@@ -61,14 +61,14 @@ def config_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sections(model: type[BaseModel], path: str, doc: str = "") -> Iterator[tuple[str, type[BaseModel], str]]:
+def sections(model: type[BaseModel], path: str, doc: str = "") -> Iterator[tuple[str, type[BaseModel], str]]:
     """(path, model, description) of ``model`` and of every section nested in it, depth first."""
     yield path, model, doc
     for name, field in model.model_fields.items():
         nested, is_list = _nested_model(field.annotation)
         if nested is not None:
             child = f"{path}.{name}" if path else name
-            yield from _sections(nested, child + ("[]" if is_list else ""), _text(field.description))
+            yield from sections(nested, child + ("[]" if is_list else ""), _text(field.description))
 
 
 def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
