@@ -38,7 +38,9 @@ ClientValue = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # use_attribute_docstrings: the docstring under each field becomes its description, which the
+    # configuration reference (docs/configuration.md, streamscore.reference) is generated from.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class KafkaSettings(_Section):
@@ -155,6 +157,7 @@ class FeatureSettings(_Section):
 
 class DecisionRule(_Section):
     label: str
+    """Decision written for scores in this rule's range."""
     min_score: float
     """The rule applies to scores at or above this."""
 
@@ -197,6 +200,7 @@ class OutputSettings(_Section):
 
 class MetricsSettings(_Section):
     enabled: bool = True
+    """Serve /metrics, /healthz and /readyz."""
     host: str = "0.0.0.0"
     """Bind address of the metrics and health listener."""
     port: int = Field(default=9100, ge=0, le=65535)
@@ -208,17 +212,25 @@ Delivery = Literal["at_least_once", "exactly_once"]
 
 class Settings(_Section):
     kafka: KafkaSettings
+    """Brokers, topics and librdkafka settings."""
     batching: BatchingSettings = BatchingSettings()
+    """When batches close, and the bounds on in-flight work and shutdown."""
     model: ModelSettings
+    """The ONNX model and where its score is read."""
     features: list[FeatureSettings] = Field(min_length=1)
+    """Model input columns, in order, each read from the event JSON."""
     decisions: DecisionSettings = DecisionSettings()
+    """Score thresholds that turn a score into a decision label."""
     output: OutputSettings = OutputSettings()
+    """What each output record carries besides the score and decision."""
     metrics: MetricsSettings = MetricsSettings()
+    """The HTTP listener for Prometheus and the health probes."""
     delivery: Delivery = "at_least_once"
     """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
     write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka
     transaction; readers with ``isolation.level=read_committed`` see each output once."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the service (the command line's --log-level overrides it)."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, for log shippers."""
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -66,6 +68,16 @@ class BatchHistogram(Collector):
         yield family
 
 
+@dataclass(frozen=True, slots=True)
+class MetricDescription:
+    """One exported metric family, for the metrics reference in the README."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+
 class Metrics:
     """The service's metrics; one instance per process, passed to the stages that report."""
 
@@ -104,6 +116,9 @@ class Metrics:
                                           "Exactly-once transactions aborted and redone.", registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
+        # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start
+        # time; prefixed so they cannot clash with another exporter's process_* on the same target.
+        ProcessCollector(namespace="streamscore", registry=r)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition this instance no longer owns."""
@@ -119,3 +134,9 @@ class Metrics:
             if count:
                 self.decisions.labels(label).inc(count)
         return counts
+
+    def describe(self) -> list[MetricDescription]:
+        """Every metric family this registry exports, in registration order, with its label names."""
+        labels = {m._name: tuple(m._labelnames) for m in vars(self).values() if isinstance(m, MetricWrapperBase)}
+        return [MetricDescription(f.name, f.type, labels.get(f.name, ()), f.documentation)
+                for f in self.registry.collect()]
