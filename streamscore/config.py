@@ -79,6 +79,9 @@ class BatchingSettings(_Section):
     events a crash can make the service score twice (at most this plus one batch)."""
     max_message_bytes: int = Field(default=1_000_000, ge=1)
     """Events larger than this go to the dead-letter topic unread."""
+    max_json_depth: int = Field(default=64, ge=1, le=254)
+    """Events whose JSON nests objects and arrays deeper than this go to the dead-letter topic
+    (``too_deep``). At most 254: orjson cannot write a copied field nested deeper into the output."""
     commit_interval_ms: float = Field(default=1000.0, ge=0)
     """How often acknowledged offsets are committed while running (sooner when the window fills)."""
     drain_timeout_s: float = Field(default=30.0, gt=0)

@@ -206,7 +206,7 @@ def remove(section: str, key: str) -> Mutate:
     # unknown keys, with what the section accepts
     (lambda c: c["batching"].update(max_batch=1),
      "batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, max_in_flight, "
-     "max_message_bytes, commit_interval_ms, drain_timeout_s)"),
+     "max_message_bytes, max_json_depth, commit_interval_ms, drain_timeout_s)"),
     (lambda c: c.update(batchin={}), "batchin: unknown key (expected one of: kafka, batching, model, features,"),
     (lambda c: c["features"][1].update(bogus=1), "features[1].bogus: unknown key (expected one of: name, path,"),
     (lambda c: c["decisions"]["rules"][0].update(score=1), "decisions.rules[0].score: unknown key (expected one of: "
@@ -223,6 +223,8 @@ def remove(section: str, key: str) -> Mutate:
     (lambda c: c["batching"].update(max_wait_ms="soon"),
      "batching.max_wait_ms: Input should be a valid number, unable to parse string as a number (got 'soon')"),
     (lambda c: c["batching"].update(max_batch_size=2.5), "batching.max_batch_size: Input should be a valid integer"),
+    (lambda c: c["batching"].update(max_json_depth=255),
+     "batching.max_json_depth: Input should be less than or equal to 254 (got 255)"),
     (lambda c: c["kafka"].update(source_topics="transactions"),
      "kafka.source_topics: Input should be a valid list (got 'transactions')"),
     (lambda c: c["kafka"]["consumer"].update({"fetch.wait.max.ms": [10]}),
