@@ -24,6 +24,8 @@ ENV_PREFIX = "STREAMSCORE_"
 _PASSTHROUGH_MAPS = frozenset({("kafka", "client"), ("kafka", "consumer"), ("kafka", "producer")})
 _NOT_SETTINGS = frozenset({"STREAMSCORE_TANSU", "STREAMSCORE_TEST_BOOTSTRAP"})
 """Variables with the prefix that configure the embedded broker and the tests, not the service."""
+_TEST_PREFIX = "STREAMSCORE_TEST_"
+"""Any variable under this prefix sets a test knob (fuzz size, seed ...), never a setting."""
 
 
 def _scalar(value: Any) -> Any:
@@ -266,7 +268,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     """Set ``raw`` keys from ``STREAMSCORE_A__B__C`` variables, creating sections as needed."""
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS:
+        if (not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS
+                or name.startswith(_TEST_PREFIX)):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         passthrough = len(parts) >= 3 and (parts[0], parts[1]) in _PASSTHROUGH_MAPS

@@ -187,7 +187,8 @@ def test_env_defaults_to_the_process_environment(write_config: WriteConfig, monk
 
 def test_the_projects_other_streamscore_variables_are_not_settings(write_config: WriteConfig) -> None:
     """STREAMSCORE_TANSU (embedded broker binary) and STREAMSCORE_TEST_BOOTSTRAP (tests) share the prefix."""
-    s = load_settings(write_config(), env={"STREAMSCORE_TANSU": "/opt/tansu", "STREAMSCORE_TEST_BOOTSTRAP": "h:9092"})
+    s = load_settings(write_config(), env={"STREAMSCORE_TANSU": "/opt/tansu", "STREAMSCORE_TEST_BOOTSTRAP": "h:9092",
+                                           "STREAMSCORE_TEST_FUZZ_EXAMPLES": "10"})
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
 
 
