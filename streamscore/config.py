@@ -63,12 +63,31 @@ class KafkaSettings(_Section):
     producer: dict[str, ClientValue] = {}
     """librdkafka settings for the producer only."""
 
+    @field_validator("client", "consumer", "producer")
+    @classmethod
+    def _read_secret_files(cls, values: dict[str, ClientValue]) -> dict[str, ClientValue]:
+        """A value ``${file:/path}`` is replaced by that file's text (one trailing newline dropped), so
+        that secrets such as ``sasl.password`` or ``ssl.key.password`` can come from mounted files."""
+        return {key: _file_text(key, value) if isinstance(value, str) and value.startswith("${file:")
+                and value.endswith("}") else value for key, value in values.items()}
+
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
         outputs = {self.destination_topic, self.dead_letter_topic}
         if len(outputs) < 2 or outputs & set(self.source_topics):
             raise ValueError("source, destination and dead-letter topics must all differ")
         return self
+
+
+def _file_text(key: str, reference: str) -> str:
+    path = Path(reference[len("${file:"):-1])
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}: {path} is not UTF-8 text") from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 class BatchingSettings(_Section):

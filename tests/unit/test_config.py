@@ -307,3 +307,20 @@ def test_describe_validation_error_on_a_section() -> None:
 
 def test_config_errors_belong_to_the_error_tree() -> None:
     assert issubclass(ConfigError, StreamScoreError) and issubclass(ModelError, ConfigError)
+
+
+def test_passthrough_values_can_come_from_files(write_config: WriteConfig, tmp_path: Path) -> None:
+    """``${file:/path}`` reads a mounted secret; one trailing newline (as editors and kubectl leave) is dropped."""
+    (tmp_path / "sasl").write_text("s3cret 0123\n")
+    (tmp_path / "key").write_text("k\n\n")
+    env = {"STREAMSCORE_KAFKA__CLIENT__SSL_KEY_PASSWORD": f"${{file:{tmp_path / 'key'}}}"}
+    s = load_settings(write_config(lambda c: c["kafka"].update(client={"sasl.password": f"${{file:{tmp_path / 'sasl'}}}",
+                                                                       "sasl.username": "${file:not closed"})), env=env)
+    assert s.kafka.client == {"sasl.password": "s3cret 0123", "sasl.username": "${file:not closed",
+                              "ssl.key.password": "k\n"}
+
+
+def test_an_unreadable_secret_file_is_one_line_naming_the_key(write_config: WriteConfig, tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    message = config_error(write_config(lambda c: c["kafka"].update(producer={"sasl.password": f"${{file:{missing}}}"})))
+    assert message == f"kafka.producer: sasl.password: cannot read {missing} (No such file or directory)"
