@@ -214,8 +214,10 @@ def fuzz_inputs(draw: st.DrawFn) -> FuzzInput:
     kind, value, expect = draw(st.one_of(valid(), valid(), random_bytes(), truncated(), deep(), huge_string(),
                                          wrong_type(), non_finite(), odd_unicode(), empty(), not_an_object()))
     key = draw(st.none() | st.just(b"") | st.binary(max_size=40) | st.text(max_size=20).map(str.encode))
-    # librdkafka takes header names as C strings: a NUL would end the name before it reached the broker
-    name = st.text(st.characters(exclude_characters="\x00"), max_size=20) | st.just("streamscore.reason")
+    # header names are C strings to librdkafka, so a NUL would end the name before it reached the broker;
+    # and confluent-kafka 2.x crashes (SIGSEGV) producing a name with a lone surrogate: both are left out
+    name = (st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20)
+            | st.just("streamscore.reason"))
     header = st.tuples(name, st.none() | st.binary(max_size=40))
     headers = draw(st.none() | st.lists(header, max_size=4))
     return FuzzInput(kind, key, value, headers, expect)
