@@ -24,6 +24,8 @@ ENV_PREFIX = "STREAMSCORE_"
 _PASSTHROUGH_MAPS = frozenset({("kafka", "client"), ("kafka", "consumer"), ("kafka", "producer")})
 _NOT_SETTINGS = frozenset({"STREAMSCORE_TANSU", "STREAMSCORE_TEST_BOOTSTRAP"})
 """Variables with the prefix that configure the embedded broker and the tests, not the service."""
+_TEST_PREFIX = "STREAMSCORE_TEST_"
+"""Any variable under this prefix sets a test knob (fuzz size, seed ...), never a setting."""
 
 
 def _scalar(value: Any) -> Any:
@@ -66,12 +68,31 @@ class KafkaSettings(_Section):
     producer: dict[str, ClientValue] = {}
     """librdkafka settings for the producer only."""
 
+    @field_validator("client", "consumer", "producer")
+    @classmethod
+    def _read_secret_files(cls, values: dict[str, ClientValue]) -> dict[str, ClientValue]:
+        """A value ``${file:/path}`` is replaced by that file's text (one trailing newline dropped), so
+        that secrets such as ``sasl.password`` or ``ssl.key.password`` can come from mounted files."""
+        return {key: _file_text(key, value) if isinstance(value, str) and value.startswith("${file:")
+                and value.endswith("}") else value for key, value in values.items()}
+
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
         outputs = {self.destination_topic, self.dead_letter_topic}
         if len(outputs) < 2 or outputs & set(self.source_topics):
             raise ValueError("source, destination and dead-letter topics must all differ")
         return self
+
+
+def _file_text(key: str, reference: str) -> str:
+    path = Path(reference[len("${file:"):-1])
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}: {path} is not UTF-8 text") from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 class BatchingSettings(_Section):
@@ -84,6 +105,9 @@ class BatchingSettings(_Section):
     events a crash can make the service score twice (at most this plus one batch)."""
     max_message_bytes: int = Field(default=1_000_000, ge=1)
     """Events larger than this go to the dead-letter topic unread."""
+    max_json_depth: int = Field(default=64, ge=1, le=254)
+    """Events whose JSON nests objects and arrays deeper than this go to the dead-letter topic
+    (``too_deep``). At most 254: orjson cannot write a copied field nested deeper into the output."""
     commit_interval_ms: float = Field(default=1000.0, ge=0)
     """How often acknowledged offsets are committed while running (sooner when the window fills)."""
     drain_timeout_s: float = Field(default=30.0, gt=0)
@@ -287,7 +311,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     """Set ``raw`` keys from ``STREAMSCORE_A__B__C`` variables, creating sections as needed."""
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS:
+        if (not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in _NOT_SETTINGS
+                or name.startswith(_TEST_PREFIX)):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         passthrough = len(parts) >= 3 and (parts[0], parts[1]) in _PASSTHROUGH_MAPS

@@ -24,29 +24,39 @@ from streamscore.runners.base import ModelRunner
 log = logging.getLogger(__name__)
 
 
-def decode(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], list[Rejection]]:
-    """JSON-decode each value; a rejected position holds None in the first list."""
+def decode(values: Sequence[bytes | None], max_bytes: int,
+           max_depth: int = 64) -> tuple[list[Any], list[Rejection]]:
+    """JSON-decode each value; a rejected position holds None in the first list.
+
+    Nesting is measured only where the value could be too deep: it is long enough to hold
+    ``max_depth + 1`` bracket pairs and holds more than ``max_depth`` opening brackets (two C-level
+    counts, about 0.4 us per 350-byte event); only then is the decoded tree walked.
+    """
     events: list[Any] = []
     rejections: list[Rejection] = []
     loads = orjson.loads
+    deep_size = 2 * max_depth + 1
     for i, value in enumerate(values):
         if not value:
             rejections.append(Rejection(i, "empty", "message has no value" if value is None else "value is empty"))
             events.append(None)
-        elif len(value) > max_bytes:
-            rejections.append(Rejection(i, "oversize", f"{len(value)} bytes exceeds the limit of {max_bytes}"))
+        elif (size := len(value)) > max_bytes:
+            rejections.append(Rejection(i, "oversize", f"{size} bytes exceeds the limit of {max_bytes}"))
             events.append(None)
         else:
             try:
                 event = loads(value)
             except orjson.JSONDecodeError as exc:
                 reason = _json_reason(value, exc)
-                detail = str(exc)[:200] if reason == "malformed_json" else f"NaN or infinite number: {str(exc)[:160]}"
-                rejections.append(Rejection(i, reason, detail))
+                rejections.append(Rejection(i, reason, _json_detail(reason, exc, max_depth)))
                 events.append(None)
                 continue
             if type(event) is not dict:
                 rejections.append(Rejection(i, "not_an_object", f"JSON {json_type(event)}, expected an object"))
+                events.append(None)
+            elif (size > deep_size and value.count(b"{") + value.count(b"[") > max_depth
+                  and _deeper_than(event, max_depth)):
+                rejections.append(Rejection(i, "too_deep", f"JSON nested deeper than {max_depth} levels"))
                 events.append(None)
             else:
                 events.append(event)
@@ -57,11 +67,38 @@ _NON_FINITE_LITERALS = (b"NaN", b"Infinity", b"-Infinity")
 
 
 def _json_reason(value: bytes, exc: orjson.JSONDecodeError) -> str:
-    """``non_finite`` for NaN/Infinity literals and overflowing numbers, else ``malformed_json``."""
+    """``non_finite`` for NaN/Infinity literals and overflowing numbers, ``too_deep`` past orjson's
+    own nesting limit (1024), else ``malformed_json``."""
     if "infinity" in exc.msg:
         return "non_finite"
+    if "depth limit" in exc.msg:
+        return "too_deep"
     at = value[max(0, exc.pos - 1):exc.pos + 9]
     return "non_finite" if any(literal in at for literal in _NON_FINITE_LITERALS) else "malformed_json"
+
+
+def _json_detail(reason: str, exc: orjson.JSONDecodeError, max_depth: int) -> str:
+    if reason == "non_finite":
+        return f"NaN or infinite number: {str(exc)[:160]}"
+    if reason == "too_deep":
+        return f"JSON nested deeper than {max_depth} levels"
+    return str(exc)[:200]
+
+
+def _deeper_than(event: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels (the event itself is level 1).
+
+    Walks level by level without recursion, so any depth orjson accepts is safe to measure.
+    """
+    level = [event]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        level = [child for node in level for child in (node.values() if type(node) is dict else node)
+                 if type(child) is dict or type(child) is list]
+        depth += 1
+    return False
 
 
 def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
@@ -89,10 +126,11 @@ class Scorer:
         self.extractor = FeatureExtractor(settings.features)
         self.policy = DecisionPolicy(settings.decisions)
         self.max_bytes = settings.batching.max_message_bytes
+        self.max_depth = settings.batching.max_json_depth
         self.copy_fields = list(settings.output.copy_fields)
 
     def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
-        events, rejections = decode([m.value() for m in messages], self.max_bytes)
+        events, rejections = decode([m.value() for m in messages], self.max_bytes, self.max_depth)
         rows = [i for i, e in enumerate(events) if e is not None]
         valid_events = [events[i] for i in rows]
         paths: dict[str, list[Any]] = {}

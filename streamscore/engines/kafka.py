@@ -76,18 +76,26 @@ def producer_config(settings: KafkaSettings, queue_messages: int, max_message_by
 
 
 def check_broker(settings: KafkaSettings, timeout: float) -> set[str]:
-    """The topic names on the cluster; raises BrokerError when no broker answers in time."""
+    """The topic names on the cluster; raises BrokerError when no broker answers in time, naming the
+    last connection error (refused, TLS handshake, authentication) when librdkafka reported one."""
     # librdkafka's own connection-refused lines would bury the one-line answer: keep it quiet
+    errors: list[KafkaError] = []
     conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client, "log_level": 2,
-                            "logger": _librdkafka_log}
-    admin = AdminClient(conf)
+                            "logger": _librdkafka_log, "error_cb": errors.append}
+    try:
+        admin = AdminClient(conf)
+    except KafkaException as exc:  # a setting librdkafka refuses (a key it cannot read ...)
+        raise ConfigError(f"kafka.client: {exc.args[0].str() if exc.args else exc}") from None
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None
         code = err.code() if isinstance(err, KafkaError) else None
+        admin.poll(0)  # serves the queued error callbacks
+        causes = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+        cause = f" ({causes[-1]})" if causes else ""
         raise BrokerError(
-            f"kafka.bootstrap_servers: no broker reachable at {settings.bootstrap_servers} within {timeout:g}s",
+            f"kafka.bootstrap_servers: no broker reachable at {settings.bootstrap_servers} within {timeout:g}s{cause}",
             code,
         ) from None
     return set(metadata.topics)

@@ -111,6 +111,7 @@ def test_unreachable_broker(tmp_path: Path, good_model: Path) -> None:
     assert result.returncode == 1
     line = one_error_line(result)
     assert "kafka.bootstrap_servers" in line and f"127.0.0.1:{port}" in line
+    assert "Connection refused" in line, "librdkafka's reason is named"
 
 
 def test_environment_overrides_reach_validation(tmp_path: Path, good_model: Path) -> None:

@@ -187,7 +187,8 @@ def test_env_defaults_to_the_process_environment(write_config: WriteConfig, monk
 
 def test_the_projects_other_streamscore_variables_are_not_settings(write_config: WriteConfig) -> None:
     """STREAMSCORE_TANSU (embedded broker binary) and STREAMSCORE_TEST_BOOTSTRAP (tests) share the prefix."""
-    s = load_settings(write_config(), env={"STREAMSCORE_TANSU": "/opt/tansu", "STREAMSCORE_TEST_BOOTSTRAP": "h:9092"})
+    s = load_settings(write_config(), env={"STREAMSCORE_TANSU": "/opt/tansu", "STREAMSCORE_TEST_BOOTSTRAP": "h:9092",
+                                           "STREAMSCORE_TEST_FUZZ_EXAMPLES": "10"})
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
 
 
@@ -206,7 +207,7 @@ def remove(section: str, key: str) -> Mutate:
     # unknown keys, with what the section accepts
     (lambda c: c["batching"].update(max_batch=1),
      "batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, max_in_flight, "
-     "max_message_bytes, commit_interval_ms, drain_timeout_s)"),
+     "max_message_bytes, max_json_depth, commit_interval_ms, drain_timeout_s)"),
     (lambda c: c.update(batchin={}), "batchin: unknown key (expected one of: kafka, batching, model, features,"),
     (lambda c: c["features"][1].update(bogus=1), "features[1].bogus: unknown key (expected one of: name, path,"),
     (lambda c: c["decisions"]["rules"][0].update(score=1), "decisions.rules[0].score: unknown key (expected one of: "
@@ -223,6 +224,8 @@ def remove(section: str, key: str) -> Mutate:
     (lambda c: c["batching"].update(max_wait_ms="soon"),
      "batching.max_wait_ms: Input should be a valid number, unable to parse string as a number (got 'soon')"),
     (lambda c: c["batching"].update(max_batch_size=2.5), "batching.max_batch_size: Input should be a valid integer"),
+    (lambda c: c["batching"].update(max_json_depth=255),
+     "batching.max_json_depth: Input should be less than or equal to 254 (got 255)"),
     (lambda c: c["kafka"].update(source_topics="transactions"),
      "kafka.source_topics: Input should be a valid list (got 'transactions')"),
     (lambda c: c["kafka"]["consumer"].update({"fetch.wait.max.ms": [10]}),
@@ -304,3 +307,20 @@ def test_describe_validation_error_on_a_section() -> None:
 
 def test_config_errors_belong_to_the_error_tree() -> None:
     assert issubclass(ConfigError, StreamScoreError) and issubclass(ModelError, ConfigError)
+
+
+def test_passthrough_values_can_come_from_files(write_config: WriteConfig, tmp_path: Path) -> None:
+    """``${file:/path}`` reads a mounted secret; one trailing newline (as editors and kubectl leave) is dropped."""
+    (tmp_path / "sasl").write_text("s3cret 0123\n")
+    (tmp_path / "key").write_text("k\n\n")
+    env = {"STREAMSCORE_KAFKA__CLIENT__SSL_KEY_PASSWORD": f"${{file:{tmp_path / 'key'}}}"}
+    s = load_settings(write_config(lambda c: c["kafka"].update(client={"sasl.password": f"${{file:{tmp_path / 'sasl'}}}",
+                                                                       "sasl.username": "${file:not closed"})), env=env)
+    assert s.kafka.client == {"sasl.password": "s3cret 0123", "sasl.username": "${file:not closed",
+                              "ssl.key.password": "k\n"}
+
+
+def test_an_unreadable_secret_file_is_one_line_naming_the_key(write_config: WriteConfig, tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    message = config_error(write_config(lambda c: c["kafka"].update(producer={"sasl.password": f"${{file:{missing}}}"})))
+    assert message == f"kafka.producer: sasl.password: cannot read {missing} (No such file or directory)"

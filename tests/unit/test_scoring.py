@@ -6,6 +6,7 @@ The model is a fake implementing the ``ModelRunner`` protocol; messages are a sm
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -162,6 +163,88 @@ def test_decode_size_limit_is_inclusive_and_details_say_why() -> None:
 
 def test_decode_nothing() -> None:
     assert decode([], max_bytes=10) == ([], [])
+
+
+def nested(depth: int, leaf: bytes = b"1", opener: bytes = b'{"a":', closer: bytes = b"}") -> bytes:
+    """A JSON value with ``depth`` levels of containers around ``leaf``."""
+    return opener * depth + leaf + closer * depth
+
+
+@pytest.mark.parametrize(("value", "fate"), [
+    (nested(8), "ok"),
+    (nested(9), "too_deep"),
+    (b'{"a":' + nested(7, opener=b"[", closer=b"]") + b"}", "ok"),
+    (b'{"a":' + nested(8, opener=b"[", closer=b"]") + b"}", "too_deep"),
+    (b'{"a": [' + b",".join([b'{"b": [1]}'] * 50) + b"]}", "ok"),  # many brackets, shallow
+    (b'{"a": "' + b"[{" * 100 + b'"}', "ok"),  # brackets inside a string
+    (b'{"a": 1, "b": ' + nested(7) + b', "c": ' + nested(8, opener=b"[", closer=b"]") + b"}", "too_deep"),
+    (nested(1100), "too_deep"),  # beyond orjson's own limit (1024): decoding fails
+    (nested(1100, opener=b"[", closer=b"]"), "too_deep"),
+])
+def test_decode_nesting_limit(value: bytes, fate: str) -> None:
+    events, rejections = decode([value, b"{}"], max_bytes=100_000, max_depth=8)
+    assert events[1] == {}
+    if fate == "ok":
+        assert rejections == [] and type(events[0]) is dict
+    else:
+        assert events[0] is None
+        assert rejections == [Rejection(0, "too_deep", "JSON nested deeper than 8 levels")]
+
+
+def test_the_deepest_allowed_event_renders_its_copied_fields(runner: FakeRunner) -> None:
+    """254 levels (the highest limit) still fit orjson's writer when copied into an output."""
+    limits = {"max_message_bytes": 100_000, "max_json_depth": 254}
+    scorer = Scorer(make_settings(batching=limits, output={"copy_fields": ["meta"]}), runner)
+    head = orjson.dumps(event())[:-1] + b', "meta": '
+    deep, too_deep = head + nested(253) + b"}", head + nested(254) + b"}"  # orjson cannot write these
+    result = scorer.score([FakeMessage("in", 0, 0, deep), FakeMessage("in", 0, 1, too_deep)])
+    assert result.scored == [0] and orjson.loads(result.outputs[0])["meta"] == orjson.loads(nested(253))
+    assert [(r.index, r.reason) for r in result.rejections] == [(1, "too_deep")]
+
+
+REASONS = {"empty", "oversize", "malformed_json", "not_an_object", "non_finite", "too_deep", "missing_field",
+           "wrong_type", "model_error"}
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+def as_json(value: Any) -> bytes:
+    """The stdlib's writer: it keeps NaN/Infinity literals, big integers and lone surrogates
+    (as ``\\ud800`` escapes), which orjson would refuse to write."""
+    return json.dumps(value).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64) | JSON_VALUES.map(as_json) | st.none(), max_size=20))
+def test_decode_never_raises_and_gives_each_value_one_fate(values: list[bytes | None]) -> None:
+    events, rejections = decode(values, max_bytes=40, max_depth=3)
+    assert len(events) == len(values)
+    rejected = {r.index for r in rejections}
+    assert len(rejected) == len(rejections), "at most one rejection per value"
+    for i, e in enumerate(events):
+        assert (e is None) == (i in rejected)
+        assert e is None or type(e) is dict
+    assert {r.reason for r in rejections} <= REASONS
+    assert all(r.detail and "\n" not in r.detail for r in rejections)
+
+
+FIELD_VALUES = JSON_VALUES | st.sampled_from([float("nan"), float("inf"), 1e39, 2**70, -(2**64), "\u0000", "\ud800"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["transaction_id", "amount", "merchant", "card", "hour", "meta"]),
+                                FIELD_VALUES, max_size=6), max_size=20))
+def test_any_json_object_is_scored_or_rejected_and_outputs_are_json(objects: list[dict[str, Any]]) -> None:
+    msgs = [FakeMessage("in", 0, i, as_json(o)) for i, o in enumerate(objects)]
+    result = Scorer(make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4}), FakeRunner()).score(msgs)
+    fates = outcome(result, len(msgs))
+    assert set(fates.values()) <= REASONS | {"scored"}
+    for raw in result.outputs:
+        assert orjson.loads(raw)["decision"] in {"approve", "review", "reject"}
 
 
 # -- predict_isolating ----------------------------------------------------------------------------------------------

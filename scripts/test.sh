@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) when it is
+# missing, the virtualenv with the test dependencies, then pytest. CI (.ci/run) runs exactly this.
+# Arguments go to pytest, e.g. ./scripts/test.sh tests/unit -q
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq stunnel4 >/dev/null
+fi
+python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest "$@"
