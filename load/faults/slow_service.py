@@ -1,0 +1,80 @@
+"""``streamscore run`` with a model made slow on purpose: a test-only entry point.
+
+    python -m load.faults.slow_service --delay 0.3 -c config.yaml
+
+The delay is added to every batch the model scores (not to the warm-up), by wrapping the ONNX
+runner that ``streamscore run`` would build; everything else is the production service. It logs
+the pipeline's backpressure (``streamscore.pipeline`` at DEBUG) so a scenario can see partitions
+being paused. Kept out of the ``streamscore`` package: production code has no delay hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamscore.config import load_settings
+from streamscore.errors import ConfigError, StreamScoreError
+from streamscore.runners.base import ModelRunner
+from streamscore.service import Service, build_runner, stop_on_signals
+
+
+class SlowRunner:
+    """Delegates to ``inner``; each ``predict`` first sleeps ``delay`` seconds."""
+
+    def __init__(self, inner: ModelRunner, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay)
+        return self.inner.predict(matrix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", type=Path, required=True)
+    parser.add_argument("--delay", type=float, required=True, help="seconds added to every model call")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("streamscore.pipeline").setLevel(logging.DEBUG)
+    try:
+        settings = load_settings(args.config)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        runner = SlowRunner(build_runner(settings), args.delay)
+        return Service(settings, runner=runner).run(stop)
+    except ConfigError as exc:
+        print(f"slow_service: error: {exc}", file=sys.stderr)
+        return 2
+    except StreamScoreError as exc:
+        print(f"slow_service: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
