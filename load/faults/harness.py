@@ -46,9 +46,11 @@ class Topics:
     partitions: int
 
 
-def make_topics(bootstrap: str, partitions: int = 4) -> Topics:
+def make_topics(bootstrap: str, partitions: int = 4, prefix: str = "fault") -> Topics:
+    """Fresh source, score and dead-letter topics (and a group name) for one run."""
     run = uuid.uuid4().hex[:8]
-    t = Topics(f"fault-in-{run}", f"fault-scores-{run}", f"fault-dlq-{run}", f"fault-group-{run}", partitions)
+    t = Topics(f"{prefix}-in-{run}", f"{prefix}-scores-{run}", f"{prefix}-dlq-{run}", f"{prefix}-group-{run}",
+               partitions)
     # oversize inputs (about 1 MB) must reach the service on brokers that enforce the 1 MB default
     create_topics(bootstrap, {t.source: partitions, t.destination: partitions, t.dead_letter: 1},
                   config={"max.message.bytes": "4000000"})

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,12 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
-from streamscore.broker import EmbeddedBroker, free_port
-from streamscore.engines.kafka import create_topics
+from load.faults.harness import Topics, make_topics
+from load.faults.harness import write_config as write_scenario_config
+from streamscore.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / "streamscore" / "demo" / "config.yaml"
-DEMO_MODEL = REPO / "streamscore" / "demo" / "fraud_model.onnx"
 HOUR_COLUMN = 11
 """Position of ``hour`` in the demo feature layout (amount, 8 one-hot categories, country, card_present)."""
 
@@ -47,52 +44,22 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
-@dataclass(frozen=True)
-class Topics:
-    source: str
-    destination: str
-    dead_letter: str
-    group: str
-    partitions: int
-
-
 @pytest.fixture
 def topics(bootstrap: str) -> Callable[..., Topics]:
+    """Fresh topics per test (source topics allow 4 MB values, for the oversize-input tests)."""
+
     def make(partitions: int = 4) -> Topics:
-        run = uuid.uuid4().hex[:8]
-        t = Topics(f"in-{run}", f"scores-{run}", f"dlq-{run}", f"group-{run}", partitions)
-        # room for the oversize-input test on brokers that enforce Kafka's ~1 MB default
-        create_topics(bootstrap, {t.source: partitions, t.destination: partitions, t.dead_letter: 1},
-                      config={"max.message.bytes": "4000000"})
-        return t
+        return make_topics(bootstrap, partitions, prefix="it")
 
     return make
-
-
-def _demo_config() -> dict[str, Any]:
-    return yaml.safe_load(DEMO_CONFIG.read_text())
 
 
 @pytest.fixture
 def write_config(tmp_path: Path, bootstrap: str) -> Callable[..., Path]:
     """A config file for the demo features and model on the given topics; ``overrides`` merge in."""
 
-    def write(t: Topics, **overrides: dict[str, Any]) -> Path:
-        config = _demo_config()
-        config["kafka"].update(bootstrap_servers=bootstrap, group_id=t.group, source_topics=[t.source],
-                               destination_topic=t.destination, dead_letter_topic=t.dead_letter,
-                               session_timeout_ms=6000)
-        config["model"]["path"] = str(DEMO_MODEL)
-        config["batching"].update(max_batch_size=500, max_wait_ms=10, max_in_flight=5000, commit_interval_ms=200)
-        config["metrics"] = {"host": "127.0.0.1", "port": free_port()}
-        for section, values in overrides.items():
-            if isinstance(values, dict) and isinstance(config.get(section), dict):
-                config[section].update(values)
-            else:
-                config[section] = values
-        path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
+    def write(t: Topics, **overrides: Any) -> Path:
+        return write_scenario_config(tmp_path, bootstrap, t, **overrides)
 
     return write
 
