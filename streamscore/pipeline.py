@@ -110,7 +110,8 @@ class Pipeline:
                 self._commit(final=True, quiet=True)
             raise
         finally:
-            self.source.close()
+            # past the session timeout the group has evicted this member anyway
+            self.source.close(self.settings.kafka.session_timeout_ms / 1000)
 
     def start(self) -> None:
         """Join the consumer group; ``run`` calls it, tests driving ``step`` call it themselves."""

@@ -215,7 +215,12 @@ def broker_freeze(env: Env, size: Size, freeze_seconds: float = 10.0) -> Result:
 # -- 3. rebalance storm ----------------------------------------------------------------------------
 
 def rebalance_storm(env: Env, size: Size, interval: float = 3.0) -> Result:
-    """Three instances in one group; every ``interval`` seconds one leaves (SIGTERM) or joins."""
+    """Three instances in one group; every ``interval`` seconds one leaves (SIGTERM) or joins.
+
+    A leave waits until the group has settled (every partition owned, every member owning some):
+    the embedded broker wedges a group for good when the member it elected leader leaves before
+    the assignment is synced (Apache Kafka elects a new leader). Joins land at any moment.
+    """
     rng = random.Random(env.seed)
     with env.broker() as (bootstrap, _):
         t = make_topics(bootstrap, partitions=6)
@@ -229,6 +234,7 @@ def rebalance_storm(env: Env, size: Size, interval: float = 3.0) -> Result:
         for change in range(size.faults):
             time.sleep(interval)
             if change % 2 == 0:  # leave
+                _wait_settled(list(slots.values()), t.partitions)
                 slot = rng.choice(sorted(slots))
                 leaving = slots.pop(slot)
                 leaving.signal(signal.SIGTERM)
@@ -245,6 +251,13 @@ def rebalance_storm(env: Env, size: Size, interval: float = 3.0) -> Result:
         result.notes.update(revocations_logged=_log_count(everyone, REVOKED),
                             lost_partitions_logged=_log_count(everyone, LOST))
         return result
+
+
+def _wait_settled(procs: list[ServiceProcess], partitions: int, timeout: float = 60.0) -> None:
+    def settled() -> bool:
+        owned = [p.scrape().get("streamscore_assigned_partitions", 0) for p in procs]
+        return sum(owned) == partitions and all(owned)
+    wait_for(settled, timeout, f"the group to settle ({partitions} partitions over {len(procs)} members)")
 
 
 # -- 4. destination not writable -------------------------------------------------------------------

@@ -42,7 +42,9 @@ class Source(Protocol):
     def group_metadata(self) -> object:
         """The consumer group's metadata, which a transaction's offsets are committed under."""
 
-    def close(self) -> None: ...
+    def close(self, timeout: float) -> None:
+        """Leave the group (revoking what is owned) and release the client, waiting at most
+        ``timeout`` seconds: past it the group notices the departure by the session timeout."""
 
 
 class Sink(Protocol):

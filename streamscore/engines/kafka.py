@@ -206,10 +206,18 @@ class KafkaSource:
                 raise BrokerError(f"offset commit failed for {tp.topic}[{tp.partition}]: {tp.error.str()}",
                                   tp.error.code())
 
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+    def close(self, timeout: float) -> None:
+        """``Consumer.close`` has no time limit and can wait on the group coordinator for ever (a
+        member leaving mid-rebalance); it runs on a helper thread so that shutdown stays bounded."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            log.warning("the consumer did not leave its group within %gs; the group reassigns its partitions "
+                        "once the session times out", timeout)
 
 
 def _consume_error(message: Any) -> bool:

@@ -92,7 +92,8 @@ class FakeSource:
     def group_metadata(self) -> object:
         return "group-metadata"
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
+        assert timeout > 0
         self.closed = True
 
     def committed(self) -> dict[tuple[str, int], int]:
