@@ -14,6 +14,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from streamscore.errors import BrokerError, ConfigError
 
@@ -66,7 +67,7 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 20.0) -> Self:
         url = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.advertised}" if self.advertised else url
         command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
@@ -97,7 +98,7 @@ class EmbeddedBroker:
             process.kill()
             process.wait()
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start() if self._process is None else self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

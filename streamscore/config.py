@@ -10,6 +10,7 @@ except in the passthrough maps, where they stay text as librdkafka reads them (a
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,7 +93,7 @@ def _file_text(key: str, reference: str) -> str:
         raise ValueError(f"{key}: cannot read {path} ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{key}: {path} is not UTF-8 text") from None
-    return text[:-1] if text.endswith("\n") else text
+    return text.removesuffix("\n")
 
 
 class BatchingSettings(_Section):
@@ -199,7 +200,7 @@ class DecisionSettings(_Section):
     @classmethod
     def _ascending(cls, rules: list[DecisionRule]) -> list[DecisionRule]:
         mins = [r.min_score for r in rules]
-        if any(b <= a for a, b in zip(mins, mins[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(mins)):
             raise ValueError("rule thresholds must be strictly ascending")
         return rules
 

@@ -203,7 +203,12 @@ class Pipeline:
 
     def _dead_letter_one(self, msg: SourceMessage, rejection: Rejection, ack: object) -> None:
         value = msg.value()
-        headers: Headers = list(msg.headers() or [])
+        try:
+            headers: Headers = list(msg.headers() or [])
+        except (UnicodeDecodeError, SystemError):
+            # confluent-kafka cannot decode a header name that is not UTF-8: it raises UnicodeDecodeError,
+            # or SystemError when a later header follows the bad one
+            headers = [("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
         headers += [
             ("streamscore.reason", rejection.reason.encode()),
             ("streamscore.detail", rejection.detail.encode()),

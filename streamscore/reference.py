@@ -120,7 +120,7 @@ def _constraint(meta: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
-    value = TypeAdapter(field.annotation).dump_python(field.default, mode="json")
+    value = TypeAdapter(field.annotation or Any).dump_python(field.default, mode="json")
     if isinstance(value, dict) and value and _nested_model(field.annotation)[0] is not None:
         return "(below)"
     dumped = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False)

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -79,19 +79,24 @@ def write_config(workdir: Path, bootstrap: str, t: Topics, **overrides: Any) -> 
 
 
 class ServiceProcess:
-    """``streamscore run`` (or another entry point taking ``-c``) as a real child process."""
+    """``streamscore run`` (or another entry point taking ``-c``) as a real child process; the fault
+    scenarios and the integration fixtures share it."""
 
-    def __init__(self, config: Path, log_path: Path, entry: Sequence[str] = ("-m", "streamscore", "run")) -> None:
+    def __init__(self, config: Path, log_path: Path, entry: Sequence[str] = ("-m", "streamscore", "run"),
+                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.config = config
         self.log_path = log_path
         self.entry = tuple(entry)
+        self.env = dict(env or {})
+        self.args = tuple(args)
         self.port = int(yaml.safe_load(config.read_text())["metrics"]["port"])
+        """The metrics and health port, from the config."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, *self.entry, "-c", str(self.config)],
-                                            stdout=log, stderr=subprocess.STDOUT, env=_child_env())
+            self.process = subprocess.Popen([sys.executable, *self.entry, "-c", str(self.config), *self.args],
+                                            stdout=log, stderr=subprocess.STDOUT, env={**_child_env(), **self.env})
         return self
 
     @property
@@ -116,11 +121,15 @@ class ServiceProcess:
             time.sleep(0.1)
         raise ScenarioError(f"service not ready within {timeout:g}s:\n{self.log_tail()}")
 
+    def metrics(self, port_offset: int = 0) -> str:
+        """The exposition text of ``/metrics`` (``port_offset`` reaches worker ``n`` of a multi-worker run)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port + port_offset}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
     def scrape(self) -> dict[str, float]:
-        """The service's metrics (empty when it does not answer)."""
+        """The service's metrics as name{labels} -> value (empty when it does not answer)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
+            text = self.metrics()
         except OSError:
             return {}
         pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
@@ -278,8 +287,9 @@ def read_outputs(bootstrap: str, t: Topics, expected: frozenset[bytes], timeout:
                 last_new = time.monotonic()
             for m in batch:
                 key = m.key()
-                outputs.append(Output(key, m.topic(), _source(m, t)))
-                missing.discard(key)  # type: ignore[arg-type]
+                outputs.append(Output(key, str(m.topic()), _source(m, t)))
+                if key is not None:
+                    missing.discard(key)
             if not missing and time.monotonic() - last_new >= idle:
                 break
     finally:

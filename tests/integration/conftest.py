@@ -7,23 +7,16 @@ The broker is the embedded one (Tansu) unless ``STREAMSCORE_TEST_BOOTSTRAP`` nam
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-import yaml
 from onnx import TensorProto, helper
 
-from load.faults.harness import Topics, make_topics
+from load.faults.harness import ServiceProcess, Topics, make_topics
 from load.faults.harness import write_config as write_scenario_config
 from streamscore.broker import EmbeddedBroker
 
@@ -64,75 +57,18 @@ def write_config(tmp_path: Path, bootstrap: str) -> Callable[..., Path]:
     return write
 
 
-@dataclass
-class ServiceProcess:
-    """``streamscore run`` as a real subprocess."""
-
-    config: Path
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    args: tuple[str, ...] = ()
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def metrics_port(self) -> int:
-        return int(yaml.safe_load(self.config.read_text())["metrics"]["port"])
-
-    def start(self) -> ServiceProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamscore", "run", "-c", str(self.config), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
-        )
-        log.close()
-        return self
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, f"service exited:\n{self.log()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready within {timeout}s:\n{self.log()}")
-
-    def metrics(self, port_offset: int = 0) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + port_offset}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     started: list[ServiceProcess] = []
 
     def make(config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ServiceProcess:
-        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env or {}, args)
+        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env=env, args=args)
         started.append(proc)
         return proc.start()
 
     yield make
     for proc in started:
-        proc.stop()
+        proc.kill()
 
 
 @pytest.fixture(scope="session")

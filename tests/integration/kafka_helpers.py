@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,6 +48,37 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
         producer.poll(0)
     assert producer.flush(30) == 0, "inputs not acknowledged by the broker"
     return acked
+
+
+class _RawName(str):
+    """A header name that goes on the wire as the given bytes: kafka-python writes ``name.encode()``."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawName:
+        name = super().__new__(cls, raw.decode("latin-1"))
+        name.raw = raw
+        return name
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+def produce_raw_header_names(bootstrap: str, topic: str, items: Iterable[tuple[bytes, bytes, list[tuple[bytes, bytes]]]],
+                             partition: int = 0) -> None:
+    """Produce records whose header names are arbitrary bytes (not UTF-8, say), as other clients
+    can; librdkafka's Python producer only takes str names. Uses kafka-python, a pure-Python client."""
+    with warnings.catch_warnings():  # kafka-python 3 reads its schemas with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5), acks="all")
+    try:
+        for key, value, headers in items:
+            named = [(_RawName(name), v) for name, v in headers]
+            producer.send(topic, value, key=key, headers=named, partition=partition).get(30)
+    finally:
+        producer.close()
 
 
 def consume(bootstrap: str, topics: list[str], expected: int, timeout: float = 60.0, idle: float = 3.0) -> list[Record]:

@@ -325,7 +325,7 @@ def test_generated_bad_input_is_scored_or_dead_lettered_exactly_once(
     proc.wait_ready()
     outputs = read_outputs(bootstrap, [t.destination, t.dead_letter], len(inputs), timeout=120 + EXAMPLES / 50)
     assert proc.process is not None and proc.process.poll() is None, f"the service died:\n{proc.log()[-3000:]}"
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/healthz", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/healthz", timeout=5) as r:
         assert r.status == 200, "the service is still turning"
     proc.signal(signal.SIGTERM)
     assert proc.wait(60) == 0, proc.log()[-5000:]

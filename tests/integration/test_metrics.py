@@ -43,7 +43,7 @@ def test_metrics_move_and_agree_with_the_events(
     proc.wait_ready()
     before = samples(proc.metrics())
     assert before["streamscore_events_consumed_total"] == 0
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/healthz", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/healthz", timeout=5) as r:
         assert r.status == 200
 
     produce(bootstrap, t.source, inputs)
@@ -82,4 +82,4 @@ def test_metrics_move_and_agree_with_the_events(
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.log()
     with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=2)
+        urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=2)

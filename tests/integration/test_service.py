@@ -15,7 +15,7 @@ import pytest
 
 from streamscore.demo.transactions import TransactionGenerator
 from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import Record, committed, consume, produce
+from tests.integration.kafka_helpers import Record, committed, consume, produce, produce_raw_header_names
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +138,34 @@ def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
             assert value.startswith(record.value or b"x")
         else:
             assert record.value == value, "original value is kept"
+
+
+def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    """librdkafka's Python client raises on reading such headers; the dead-letter path reads them."""
+    t = topics(partitions=1)
+    good = valid_events(200, seed=5)
+    produce(bootstrap, t.source, good[:100], partition=0)
+    bad_name = [(b"\xff\xfetrace", b"x"), (b"ok", b"y")]
+    produce_raw_header_names(bootstrap, t.source, [(b"raw-bad-json", b"{not json", bad_name),
+                                                   (good[100][0], good[100][1], bad_name)])
+    produce(bootstrap, t.source, good[101:], partition=0)
+    proc = service(write_config(t))
+    proc.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(good) + 1)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+
+    grouped = by_key(outputs)
+    assert set(grouped) == {k for k, _, _ in good} | {b"raw-bad-json"} and len(outputs) == len(good) + 1
+    dead = grouped[b"raw-bad-json"][0]
+    assert dead.topic == t.dead_letter and dead.headers["streamscore.reason"] == b"malformed_json"
+    assert b"not UTF-8" in dead.headers["streamscore.headers.dropped"]
+    assert "ok" not in dead.headers, "the input's headers cannot be copied"
+    assert grouped[good[100][0]][0].topic == t.destination, "a valid event is scored whatever its headers"
 
 
 def test_model_that_raises_on_some_rows_dead_letters_only_those(
