@@ -272,6 +272,12 @@ class Settings(_Section):
     def feature_width(self) -> int:
         return sum(f.width for f in self.features)
 
+    @property
+    def stop_bound_s(self) -> float:
+        """The longest a stop takes: the drain, then leaving the group (abandoned after the session
+        timeout). Container grace periods must outlast it."""
+        return self.batching.drain_timeout_s + self.kafka.session_timeout_ms / 1000
+
 
 def load_settings(path: Path | str | None, env: Mapping[str, str] | None = None) -> Settings:
     """Read, override from the environment, and validate; raises ConfigError with one line."""

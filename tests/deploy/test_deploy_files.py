@@ -262,7 +262,7 @@ def test_compose_config_is_valid_and_matches_the_stack() -> None:
     assert f"{settings.kafka.dead_letter_topic}:" in topics_command
 
     grace = services["streamscore"]["stop_grace_period"]
-    assert grace.endswith("s") and float(grace[:-1]) > settings.batching.drain_timeout_s
+    assert grace.endswith("s") and float(grace[:-1]) > settings.stop_bound_s
 
 
 # --- Prometheus and Grafana -------------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_kubernetes_deployment(tmp_path: Path) -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
-    assert pod["terminationGracePeriodSeconds"] > settings.batching.drain_timeout_s
+    assert pod["terminationGracePeriodSeconds"] > settings.stop_bound_s
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == IMAGE_UID
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -382,3 +382,4 @@ def test_gpu_overlay() -> None:
 
     (cpu_image,) = _load(K8S_OVERLAYS / "cpu" / "kustomization.yaml")["images"]
     assert cpu_image["name"] == "streamscore" and not cpu_image["newTag"].endswith("-gpu")
+

@@ -175,7 +175,7 @@ def test_overlay_deployment(tmp_path: Path, overlay: str) -> None:
     assert container["image"].endswith("-gpu") == (overlay == "gpu")
     assert ("nvidia.com/gpu" in container["resources"]["limits"]) == (overlay == "gpu")
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
-    assert pod["terminationGracePeriodSeconds"] > settings.batching.drain_timeout_s
+    assert pod["terminationGracePeriodSeconds"] > settings.stop_bound_s
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -231,3 +231,4 @@ def test_prometheus_operator_objects(tmp_path: Path) -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
+
