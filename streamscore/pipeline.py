@@ -369,7 +369,10 @@ class Pipeline:
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
         """Another member owns them now: drop their unscored events; nothing of theirs is committed."""
-        log.warning("lost %s (session expired): their uncommitted work will be redone elsewhere", _names(partitions))
+        # librdkafka reports partitions lost when the session timed out, and also when the broker refused
+        # a commit for a stale generation (a commit racing a rebalance)
+        log.warning("lost %s (the group moved on without this member): their uncommitted work will be redone "
+                    "elsewhere", _names(partitions))
         if self._transactional:  # the open transaction holds their outputs: abort it, keep the rest
             self._forget(partitions)
             self._abort(f"lost {_names(partitions)}", failure=False)
