@@ -120,7 +120,8 @@ Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
 class ModelSettings(_Section):
     path: Path
-    """ONNX model file."""
+    """ONNX model file; a relative path is taken from the config file's folder, or from the working
+    directory when it comes from an environment variable."""
     name: str | None = None
     """Model name written into every output record (default: the file's stem)."""
     version: str | None = None
@@ -284,15 +285,19 @@ def load_settings(path: Path | str | None, env: Mapping[str, str] | None = None)
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_yaml(Path(path))
+        _resolve_model_path(raw, Path(path).parent)  # the file's paths are relative to the file
     apply_env_overrides(raw, os.environ if env is None else env)
-    base = Path(path).parent if path is not None else Path.cwd()
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("path"), str):
-        model["path"] = str((base / model["path"]).resolve()) if not Path(model["path"]).is_absolute() else model["path"]
+    _resolve_model_path(raw, Path.cwd())  # an override's, like a command line's, to the working directory
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _resolve_model_path(raw: dict[str, Any], base: Path) -> None:
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute():
+        model["path"] = str((base / model["path"]).resolve())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

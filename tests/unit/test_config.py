@@ -83,6 +83,15 @@ def test_relative_model_path_is_resolved_against_the_config_files_folder(
     assert s.model.path.is_absolute()
 
 
+def test_a_relative_model_path_from_the_environment_is_taken_from_the_working_directory(
+    write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(name="conf/c.yaml")
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(path, env={"STREAMSCORE_MODEL__PATH": "models/m.onnx"})
+    assert s.model.path == (tmp_path / "models" / "m.onnx").resolve(), "as a shell user typing it would expect"
+
+
 def test_a_relative_config_path_works_from_the_current_folder(
     write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
