@@ -207,8 +207,8 @@ class KafkaSource:
                                   tp.error.code())
 
     def close(self, timeout: float) -> None:
-        """``Consumer.close`` has no time limit and can wait on the group coordinator for ever (a
-        member leaving mid-rebalance); it runs on a helper thread so that shutdown stays bounded."""
+        """``Consumer.close`` has no time limit (a member leaving mid-rebalance was seen waiting in it
+        for over 60 s); it runs on a helper thread so that shutdown stays bounded."""
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
