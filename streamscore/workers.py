@@ -6,6 +6,7 @@ the parent forwards SIGTERM/SIGINT and exits with the worst child exit code.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import FrameType
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+"""prctl option (linux/prctl.h): the signal a process gets when its parent dies."""
 
 
 def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | None,
@@ -30,7 +34,9 @@ def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | 
         args = [sys.executable, "-m", "streamscore"]
         if log_level:
             args += ["--log-level", log_level]
-        children.append(subprocess.Popen([*args, "run", "-c", str(config)], env=env))
+        # preexec_fn is safe here: the parent runs no threads while it starts its workers
+        children.append(subprocess.Popen([*args, "run", "-c", str(config)], env=env,
+                                         preexec_fn=_die_with_parent))  # noqa: PLW1509
     log.info("started %d workers (pids %s)", workers, ", ".join(str(c.pid) for c in children))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -40,10 +46,24 @@ def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | 
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    while any(c.poll() is None for c in children):
-        if any(c.returncode not in (None, 0) for c in children):  # one failed: stop the others cleanly
+    stopping = False
+    while True:
+        polled = [c.poll() for c in children]  # every child, each turn: a worker that exited must be seen
+        if all(code is not None for code in polled):
+            break
+        if not stopping and any(code not in (None, 0) for code in polled):
+            stopping = True  # one failed: stop the others cleanly (once: a second SIGTERM cuts the drain)
+            log.error("a worker exited with %s: stopping the others", next(c for c in polled if c not in (None, 0)))
             forward(signal.SIGTERM, None)
         time.sleep(0.2)
     codes = [c.returncode for c in children]
     log.info("workers exited with %s", codes)
     return max(codes, key=abs)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the parent dies, even by SIGKILL, so that no
+    worker outlives ``streamscore run --workers`` and keeps its partitions unsupervised."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

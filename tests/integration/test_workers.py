@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -55,3 +56,45 @@ def test_two_workers_share_the_partitions_and_write_each_output_once(
     proc.signal(signal.SIGTERM)
     assert proc.wait(40) == 0, proc.log()
     assert sorted(r.key for r in outputs) == sorted(k for k, _, _ in inputs), "each input exactly once"
+
+
+def test_a_worker_that_cannot_start_stops_the_others_and_the_parent_exits_non_zero(
+    topics: Callable[..., Topics], write_config: Callable[..., Path], service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    port = free_port_pair()
+    with socket.socket() as taken:  # worker 1's metrics port
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        proc = service(write_config(t, metrics={"port": port}), args=("--workers", "2"))
+        assert proc.wait(60) == 2, proc.log()
+    log = proc.log()
+    assert f"metrics.port: cannot listen on 127.0.0.1:{port + 1}" in log
+    assert "a worker exited with 2: stopping the others" in log
+    assert "workers exited with [0, 2]" in log, "worker 0 drained and exited cleanly"
+
+
+def test_workers_do_not_outlive_a_killed_parent(
+    topics: Callable[..., Topics], write_config: Callable[..., Path], service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics()
+    proc = service(write_config(t, metrics={"port": free_port_pair()}), args=("--workers", "2"))
+    proc.wait_ready()
+    started = re.search(r"started 2 workers \(pids (\d+), (\d+)\)", proc.log())
+    assert started, proc.log()
+    pids = [int(p) for p in started.groups()]
+    proc.signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_running(pid) for pid in pids), proc.log()
+    assert proc.log().count("SIGTERM received: draining") == 2, "each worker was told to drain"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe never)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
