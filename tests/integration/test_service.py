@@ -6,13 +6,13 @@ import collections
 import json
 import re
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from load.faults.harness import wait_for
 from streamscore.demo.transactions import TransactionGenerator
 from tests.integration.conftest import ServiceProcess, Topics
 from tests.integration.kafka_helpers import Record, committed, consume, produce, produce_raw_header_names
@@ -29,15 +29,6 @@ def by_key(records: list[Record]) -> dict[bytes | None, list[Record]]:
     for r in records:
         grouped[r.key].append(r)
     return grouped
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
