@@ -18,7 +18,14 @@ import pytest
 
 from tests.integration.conftest import ServiceProcess, Topics
 from tests.integration.kafka_helpers import committed, consume, produce
-from tests.integration.test_service import by_key, metric, positions_from, valid_events, wait_for
+from tests.integration.test_service import (
+    by_key,
+    kill_9_then_restart,
+    metric,
+    positions_from,
+    valid_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -98,17 +105,8 @@ def test_read_committed_reader_sees_no_duplicates_after_kill_9(
     t = topics()
     inputs = valid_events(20_000, seed=24)
     produce(bootstrap, t.source, inputs)
-    config = exactly_once_config(write_config, t)
-    first = service(config)
-    first.wait_ready()
-    wait_for(lambda: scored(first) >= 8_000, 60, "scoring under way")
-    first.signal(signal.SIGKILL)
-    first.wait(10)
-    second = service(config)
-    second.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), timeout=120)
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.log()
+    outputs = kill_9_then_restart(bootstrap, t, exactly_once_config(write_config, t), service, len(inputs),
+                                  scored_first=8_000)
     grouped = by_key(outputs)
     assert set(grouped) == {k for k, _, _ in inputs}
     assert all(len(v) == 1 for v in grouped.values()), "exactly one visible output per input"

@@ -68,6 +68,24 @@ def score_all(bootstrap: str, t: Topics, config: Path, service: Callable[..., Se
     return outputs
 
 
+def kill_9_then_restart(bootstrap: str, t: Topics, config: Path, service: Callable[..., ServiceProcess],
+                        expected: int, scored_first: int) -> list[Record]:
+    """Kill -9 an instance once it scored ``scored_first`` events, restart it, read every output back,
+    then stop it with SIGTERM (exit 0)."""
+    first = service(config)
+    first.wait_ready()
+    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= scored_first, 60,
+             "scoring under way")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    second = service(config)
+    second.wait_ready()
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=expected, timeout=120)
+    second.signal(signal.SIGTERM)
+    assert second.wait(30) == 0, second.log()
+    return outputs
+
+
 def test_clean_run_one_output_per_input_and_commits_at_the_end(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
     service: Callable[..., ServiceProcess],
@@ -188,18 +206,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
     t = topics()
     inputs = valid_events(60_000, seed=11)
     produce(bootstrap, t.source, inputs)
-    config = write_config(t)
-    first = service(config)
-    first.wait_ready()
-    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= 15_000, 60, "scoring to start")
-    first.signal(signal.SIGKILL)
-    first.wait(10)
-
-    second = service(config)
-    second.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), timeout=120)
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.log()
+    outputs = kill_9_then_restart(bootstrap, t, write_config(t), service, len(inputs), scored_first=15_000)
 
     grouped = by_key(outputs)
     missing = {k for k, _, _ in inputs} - set(grouped)
