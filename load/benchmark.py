@@ -37,10 +37,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.config import load_settings
-from streamscore.decisions import DecisionPolicy
+from streamscore.core.decisions import DecisionPolicy
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
-from streamscore.features import FeatureExtractor
+from streamscore.engines.kafka_admin import create_topics
+from streamscore.core.features import FeatureExtractor
 from streamscore.runners.onnx import OnnxRunner
 
 PARTITIONS = 4

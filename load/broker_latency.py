@@ -18,7 +18,7 @@ import numpy as np
 from confluent_kafka import Consumer, Producer
 
 from streamscore.broker import EmbeddedBroker
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from load.benchmark import _scrape, produce_all
 from load.run import rss_mb, service_config
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 
 CHUNK = 500_000
 

@@ -28,9 +28,9 @@ from load.benchmark import produce_all
 from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 from streamscore.runners.onnx import OnnxRunner
-from streamscore.scoring import Scorer
+from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.service import Service
 
 PARTITIONS = 4
@@ -70,7 +70,7 @@ def core_only(settings: Settings, values: list[bytes]) -> float:
     """Events/s of Scorer.score alone (decode, features, model, decisions, output records)."""
     runner = OnnxRunner(settings.model, settings.feature_width)
     runner.load()
-    scorer = Scorer(settings, runner)
+    scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     size = settings.batching.max_batch_size
     messages = [_Message(v, i) for i, v in enumerate(values)]
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from load.benchmark import _scrape
 from load.generate import LoadGenerator
 from load.probe import LatencyProbe, summarize
 from streamscore.broker import EmbeddedBroker, free_port
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 
 PARTITIONS = 4
 

@@ -19,9 +19,11 @@ import numpy as np
 
 from load.pipeline_throughput import _Message, settings_for
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.features import gather
+from streamscore.core.features import gather
 from streamscore.runners.onnx import OnnxRunner
-from streamscore.scoring import Scorer, decode
+from streamscore.core.decode import decode
+from streamscore.core.render import score_records
+from streamscore.core.scorer import Scorer, ScoringSpec
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:
@@ -43,7 +45,7 @@ def main() -> None:
     settings = settings_for("unused:9092", args.batch, "cpu")
     runner = OnnxRunner(settings.model, settings.feature_width)
     runner.load()
-    scorer = Scorer(settings, runner)
+    scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     values = [v for _, v in TransactionGenerator(seed=5, malformed_rate=0.002).encoded(args.events)]
     messages = [_Message(v, i) for i, v in enumerate(values)]
     batches = [messages[i:i + args.batch] for i in range(0, len(messages), args.batch)]
@@ -58,7 +60,8 @@ def main() -> None:
             paths: dict[str, list[Any]] = {}
             copied = [(n, gather(d, n, paths)) for n in scorer.copy_fields]
             rows = list(range(len(s)))
-            scorer._render(b, rows, rows, copied, s, scorer.policy.indices(s))
+            score_records(b, rows, rows, copied, s, scorer.policy.indices(s), scorer.policy.labels,
+                          (runner.name, runner.version), 0)
 
     stages: dict[str, Callable[[], object]] = {
         "take values from messages": lambda: [[m.value() for m in b] for b in batches],

@@ -115,9 +115,9 @@ def build_matrix(
     reference = reference_matrix(events, specs)
     names = reference_columns(specs)
     try:
-        from streamscore.features import FeatureExtractor
+        from streamscore.core.features import FeatureExtractor
     except ImportError as exc:
-        print(f"streamscore.features unavailable ({exc}); using this script's encoder", file=sys.stderr)
+        print(f"streamscore.core.features unavailable ({exc}); using this script's encoder", file=sys.stderr)
         return reference, names, "scripts/train_demo_model.py reference_matrix"
     extractor = FeatureExtractor(specs)
     extraction = extractor.extract(events)
@@ -126,7 +126,7 @@ def build_matrix(
         raise SystemExit(f"FeatureExtractor rejected {len(bad)} generated events, e.g. {bad[0]!r}")
     if extraction.matrix.shape != reference.shape or not np.array_equal(extraction.matrix, reference):
         raise SystemExit("FeatureExtractor and the reference encoder disagree; fix one before training")
-    return extraction.matrix, list(extractor.column_names), "streamscore.features.FeatureExtractor"
+    return extraction.matrix, list(extractor.column_names), "streamscore.core.features.FeatureExtractor"
 
 
 def coverage(events: list[dict[str, Any]], specs: Sequence[FeatureSettings]) -> dict[str, tuple[float, float]]:

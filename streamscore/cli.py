@@ -97,16 +97,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from streamscore.config import Settings
-    from streamscore.service import build_runner, check_topics
+    from streamscore.plugins import Plugins
+    from streamscore.service import assemble
 
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
-    runner = build_runner(settings)
+    parts = assemble(settings, Plugins.default())  # what run builds, refused the same way
+    runner = parts.runner
     runner.load()
     print(f"config ok: {args.config}")
     print(f"model ok: {runner.name} {runner.version} on {runner.provider}, {settings.feature_width} feature columns")
     if not args.skip_broker:
-        check_topics(settings, timeout=args.timeout)
+        parts.engine.check(args.timeout)
         print(f"broker ok: {settings.kafka.bootstrap_servers}, output topics exist")
     return 0
 

@@ -5,7 +5,8 @@
      ├── ModelError         model file missing or unreadable, provider unavailable, spec mismatch
      ├── BrokerError        broker unreachable, or a Kafka call failed (keeps the Kafka error code)
      ├── DeliveryError      an output could not be written; nothing past it is committed
-     └── TransactionAborted exactly-once: the open transaction must be aborted and its input re-read
+     ├── TransactionAborted exactly-once: the open transaction must be aborted and its input re-read
+     └── ModelUnavailable   the model fails by itself (not because of its rows): nothing is dead-lettered
 """
 
 from __future__ import annotations
@@ -43,4 +44,13 @@ class TransactionAborted(BrokerError):
 
     The pipeline aborts, rewinds the consumer to the last committed positions and redoes the work;
     fatal errors (a fenced producer, for one) are DeliveryErrors instead.
+    """
+
+
+class ModelUnavailable(StreamScoreError):
+    """The model fails by itself, not because of the rows it was given: the runtime raised an
+    infrastructure error (out of memory ...) or a row it scored before fails too.
+
+    The pipeline holds the batch, stops consuming and retries; after ``breaker.max_outage_s`` it
+    exits non-zero. Nothing is dead-lettered for it.
     """

@@ -114,6 +114,12 @@ class Metrics:
                                   ["topic", "partition"], registry=r)
         self.transaction_aborts = Counter("streamscore_transaction_aborts",
                                           "Exactly-once transactions aborted and redone.", registry=r)
+        self.model_failures = Counter("streamscore_model_failures",
+                                      "Batches the model failed on by itself (not because of their rows); "
+                                      "nothing is dead-lettered for them.", registry=r)
+        self.breaker_open = Gauge("streamscore_model_breaker_open",
+                                  "1 while the model breaker keeps the stream paused (the model is failing), else 0.",
+                                  registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start

@@ -1,4 +1,6 @@
-"""Assembles a running service from settings: model, broker checks, clients, HTTP, pipeline."""
+"""Assembles a running service from settings through the plugin factories: model runner, engine,
+destinations, committer, pipeline, HTTP. ``assemble`` connects nothing, so ``validate`` and ``run``
+build (and refuse) exactly the same things."""
 
 from __future__ import annotations
 
@@ -6,16 +8,21 @@ import logging
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from types import FrameType
 
+from streamscore.breaker import Breaker
 from streamscore.config import Settings
-from streamscore.engines.kafka import KafkaSink, KafkaSource, check_broker
-from streamscore.errors import BrokerError
+from streamscore.core.batching import Batcher
+from streamscore.core.records import SourceMessage
+from streamscore.core.scorer import Scorer, ScoringSpec
+from streamscore.delivery.committers import build_committer, check_delivery
+from streamscore.destinations.base import Destination, Outputs
+from streamscore.engines.base import Engine
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
+from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
-from streamscore.runners.onnx import OnnxRunner
-from streamscore.scoring import Scorer
 from streamscore.server import Health, HttpServer
 
 log = logging.getLogger(__name__)
@@ -31,49 +38,56 @@ def transactional_id(settings: Settings) -> str | None:
     return settings.kafka.transactional_id or f"streamscore-{settings.kafka.group_id}-{socket.gethostname()}"
 
 
-def build_runner(settings: Settings) -> ModelRunner:
-    return OnnxRunner(settings.model, settings.feature_width)
+@dataclass(frozen=True)
+class Parts:
+    """Everything a service is made of, built but not started."""
+
+    runner: ModelRunner
+    engine: Engine
+    destinations: list[Destination]
 
 
-def check_topics(settings: Settings, timeout: float = BROKER_CHECK_TIMEOUT) -> None:
-    """The broker answers and the output topics exist (raises BrokerError naming the key)."""
-    topics = check_broker(settings.kafka, timeout)
-    for key in ("destination_topic", "dead_letter_topic"):
-        name = getattr(settings.kafka, key)
-        if name not in topics:
-            raise BrokerError(f"kafka.{key}: topic {name!r} does not exist on {settings.kafka.bootstrap_servers}")
-    missing = [t for t in settings.kafka.source_topics if t not in topics]
-    if missing:
-        log.warning("source topics %s do not exist yet; waiting for them", missing)
+def assemble(settings: Settings, plugins: Plugins) -> Parts:
+    """Build runner, engine and destinations through the registries; raises ConfigError naming the key."""
+    runner = plugins.runners.get(settings.model.kind)(settings.model, settings.feature_width)
+    engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
+    destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
+                    for i, d in enumerate(settings.outputs)]
+    check_delivery(settings.delivery, engine.transactions, destinations)
+    return Parts(runner, engine, destinations)
 
 
 class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None,
-                 runner: ModelRunner | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.runner = runner or build_runner(settings)
+        self.parts = assemble(settings, plugins or Plugins.default())
+        self.runner = self.parts.runner
         self.health = Health()
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
 
     def start(self) -> Pipeline:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
-        s = self.settings
+        s, engine = self.settings, self.parts.engine
         self.runner.load()
         self.metrics.model_info.labels(self.runner.name, self.runner.version, self.runner.provider).set(1)
-        check_topics(s)
-        b = s.batching
-        queue = max(100_000, b.max_in_flight + 2 * b.max_batch_size)
-        sink = KafkaSink(s.kafka, queue, b.max_message_bytes, transactional_id(s), b.drain_timeout_s)
-        sink.start()
+        engine.check(BROKER_CHECK_TIMEOUT)
+        engine.producer.start()
+        outputs = Outputs(self.parts.destinations, engine.dead_letters)
+        outputs.start()
         if s.metrics.enabled:
             self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
             self.http.start()
-        scorer = Scorer(s, self.runner)
-        self.pipeline = Pipeline(s, KafkaSource(s.kafka), sink, scorer, self.metrics, self.health)
+        b = s.batching
+        batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
+        committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
+                                    engine.transactions)
+        scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
+                                 self.metrics, self.health)
         return self.pipeline
 
     def run(self, stop: threading.Event | None = None) -> int:
@@ -91,6 +105,9 @@ class Service:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        for destination in self.parts.destinations:
+            destination.close()
+        self.parts.engine.producer.close()
         self.runner.close()
 
 

@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from streamscore.broker import free_port
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,9 @@ import numpy as np
 from streamscore.config import load_settings
 from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.runners.base import ModelRunner
-from streamscore.service import Service, build_runner, stop_on_signals
+from streamscore.plugins import Plugins
+from streamscore.runners.onnx import OnnxRunner
+from streamscore.service import Service, stop_on_signals
 
 
 class SlowRunner:
@@ -66,8 +68,9 @@ def main() -> int:
         settings = load_settings(args.config)
         stop = threading.Event()
         stop_on_signals(stop)
-        runner = SlowRunner(build_runner(settings), args.delay)
-        return Service(settings, runner=runner).run(stop)
+        plugins = Plugins.default()  # the production service, its ONNX runner made slow
+        plugins.runners.register("onnx", lambda model, width: SlowRunner(OnnxRunner(model, width), args.delay))
+        return Service(settings, plugins=plugins).run(stop)
     except ConfigError as exc:
         print(f"slow_service: error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 from streamscore.pipeline import Totals
 from streamscore.service import Service
 

@@ -1,15 +1,15 @@
-"""The small interface between the pipeline and a message broker."""
+"""The small interfaces between the pipeline and a message broker: a source, a producer, an engine."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from streamscore.records import Headers, SourceMessage
+from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPartition
 
-TopicPartition = tuple[str, int]
 PartitionsCallback = Callable[[list[TopicPartition]], None]
-DeliveryCallback = Callable[[object, object], None]
+DeliveryCallback = Callable[..., None]
+"""``on_delivery(error, message=None)``: ``error`` is None or a DeliveryError; called once per record."""
 
 
 class Source(Protocol):
@@ -21,6 +21,11 @@ class Source(Protocol):
 
     def poll(self, max_messages: int, timeout: float) -> Sequence[SourceMessage]:
         """Up to ``max_messages`` events, waiting at most ``timeout`` seconds for them."""
+        ...
+
+    def headers(self, message: SourceMessage) -> Headers:
+        """The message's headers for its dead letter; headers the client cannot read are replaced
+        by one that says so, never raised."""
         ...
 
     def pause(self, partitions: list[TopicPartition]) -> None:
@@ -42,13 +47,15 @@ class Source(Protocol):
     def group_metadata(self) -> object:
         """The consumer group's metadata, which a transaction's offsets are committed under."""
 
-    def close(self, timeout: float) -> None:
-        """Leave the group (revoking what is owned) and release the client, waiting at most
-        ``timeout`` seconds: past it the group notices the departure by the session timeout."""
+    def close(self) -> None:
+        """Leave the group (revoking what is owned) and release the client, waiting at most the
+        session timeout: past it the group notices the departure anyway."""
 
 
-class Sink(Protocol):
-    """Writes records; ``on_delivery(err, msg)`` is called once per record from ``poll``/``flush``."""
+class Producer(Protocol):
+    """Writes records to topics; ``on_delivery`` is called once per record from ``poll``/``flush``."""
+
+    def start(self) -> None: ...
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None: ...
@@ -64,12 +71,52 @@ class Sink(Protocol):
         """Wait for every record to be acknowledged; returns how many are still unacknowledged."""
         ...
 
-    # exactly-once only: raise TransactionAborted when Kafka says to abort, DeliveryError when fatal
+    def close(self) -> None: ...
+
+
+class Transactions(Protocol):
+    """Exactly-once: outputs and consumed positions committed together. Raise TransactionAborted
+    when the broker says to abort, DeliveryError when the producer cannot go on. Each call spends
+    at most ``timeout`` seconds in all, retries included."""
+
     def begin_transaction(self) -> None: ...
 
-    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object) -> None:
+    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object,
+                           timeout: float) -> None:
         """Commit the open transaction's outputs together with these consumed positions."""
 
-    def abort_transaction(self) -> None: ...
+    def abort_transaction(self, timeout: float) -> None: ...
 
-    def close(self) -> None: ...
+
+class DeadLetterSink(Protocol):
+    """Receives the dead letters; acknowledges each once through ``on_delivery``, like a destination."""
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter], on_delivery: DeliveryCallback) -> None: ...
+
+    def poll(self, timeout: float) -> None: ...
+
+    def flush(self, timeout: float) -> int:
+        ...
+
+
+class Engine(Protocol):
+    """Where events come from: a source, and the producer that writes to the same cluster (score
+    topics and the dead-letter topic), transactional under exactly-once."""
+
+    @property
+    def source(self) -> Source: ...
+
+    @property
+    def producer(self) -> Producer: ...
+
+    @property
+    def transactions(self) -> Transactions | None:
+        """The producer's transactions under exactly-once, else None."""
+
+    @property
+    def dead_letters(self) -> DeadLetterSink:
+        """Where rejected events go (the dead-letter topic)."""
+        ...
+
+    def check(self, timeout: float) -> None:
+        """The cluster answers and the topics the service writes exist; raises BrokerError."""

@@ -9,38 +9,33 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient
 
-from streamscore.config import KafkaSettings
-from streamscore.engines.base import DeliveryCallback, PartitionsCallback, TopicPartition
-from streamscore.errors import BrokerError, ConfigError, DeliveryError, TransactionAborted
-from streamscore.records import Headers, SourceMessage
+from streamscore.config import KafkaSettings, Settings
+from streamscore.config.kafka import CONSUMER_FORCED, PRODUCER_FORCED
+from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPartition
+from streamscore.engines.base import DeliveryCallback, PartitionsCallback
+from streamscore.engines.kafka_admin import check_broker
+from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("streamscore.librdkafka")
 
-_CONSUMER_FORCED: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-}
-_PRODUCER_FORCED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
 _TRANSACTION_RETRIES = 3
 """Attempts of a transactional call that librdkafka reports as retriable (a timeout, say)."""
+_UNREADABLE_HEADERS: Headers = [
+    ("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
 
 
-def _merge(section: str, base: dict[str, Any], extra: Mapping[str, Any], forced: Mapping[str, Any]) -> dict[str, Any]:
-    conf = {**base, **extra}
-    for key, value in forced.items():
-        given = conf.get(key, value)
-        if str(given).lower() not in (str(value).lower(), "-1" if value == "all" else str(value).lower()):
-            raise ConfigError(f"kafka.{section}.{key}: streamscore requires {value!r} for its delivery guarantee (got {given!r})")
-        conf[key] = value
-    return conf
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], forced: Mapping[str, Any]) -> dict[str, Any]:
+    """The passthrough map over the defaults, then the forced settings (the settings validators
+    refuse a passthrough value that contradicts one)."""
+    return {**base, **extra, **forced}
 
 
 def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -53,7 +48,7 @@ def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
         **settings.client,
     }
-    return _merge("consumer", base, settings.consumer, _CONSUMER_FORCED)
+    return _merge(base, settings.consumer, CONSUMER_FORCED)
 
 
 def producer_config(settings: KafkaSettings, queue_messages: int, max_message_bytes: int,
@@ -66,39 +61,10 @@ def producer_config(settings: KafkaSettings, queue_messages: int, max_message_by
         "message.max.bytes": max(1_000_000, max_message_bytes + 65_536),
         **settings.client,
     }
-    forced = dict(_PRODUCER_FORCED)
+    forced = dict(PRODUCER_FORCED)
     if transactional_id is not None:
         forced["transactional.id"] = transactional_id
-    elif "transactional.id" in {**settings.client, **settings.producer}:
-        raise ConfigError("kafka.producer.transactional.id: set 'delivery: exactly_once' (and optionally "
-                          "kafka.transactional_id) instead; a bare transactional producer would reject every write")
-    return _merge("producer", base, settings.producer, forced)
-
-
-def check_broker(settings: KafkaSettings, timeout: float) -> set[str]:
-    """The topic names on the cluster; raises BrokerError when no broker answers in time, naming the
-    last connection error (refused, TLS handshake, authentication) when librdkafka reported one."""
-    # librdkafka's own connection-refused lines would bury the one-line answer: keep it quiet
-    errors: list[KafkaError] = []
-    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client, "log_level": 2,
-                            "logger": _librdkafka_log, "error_cb": errors.append}
-    try:
-        admin = AdminClient(conf)
-    except KafkaException as exc:  # a setting librdkafka refuses (a key it cannot read ...)
-        raise ConfigError(f"kafka.client: {exc.args[0].str() if exc.args else exc}") from None
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        code = err.code() if isinstance(err, KafkaError) else None
-        admin.poll(0)  # serves the queued error callbacks
-        causes = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-        cause = f" ({causes[-1]})" if causes else ""
-        raise BrokerError(
-            f"kafka.bootstrap_servers: no broker reachable at {settings.bootstrap_servers} within {timeout:g}s{cause}",
-            code,
-        ) from None
-    return set(metadata.topics)
+    return _merge(base, settings.producer, forced)
 
 
 class _ErrorLatch:
@@ -156,6 +122,14 @@ class KafkaSource:
             messages = [m for m in messages if not _consume_error(m)]
         return cast("Sequence[SourceMessage]", messages)
 
+    def headers(self, message: SourceMessage) -> Headers:
+        try:
+            return list(message.headers() or [])
+        except (UnicodeDecodeError, SystemError):
+            # confluent-kafka cannot decode a header name that is not UTF-8: it raises UnicodeDecodeError,
+            # or SystemError when a later header follows the bad one
+            return list(_UNREADABLE_HEADERS)
+
     def pause(self, partitions: list[TopicPartition]) -> None:
         if self._consumer is not None and partitions:
             self._consumer.pause([KafkaTopicPartition(t, p) for t, p in partitions])
@@ -206,9 +180,11 @@ class KafkaSource:
                 raise BrokerError(f"offset commit failed for {tp.topic}[{tp.partition}]: {tp.error.str()}",
                                   tp.error.code())
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """``Consumer.close`` has no time limit (a member leaving mid-rebalance was seen waiting in it
-        for over 60 s); it runs on a helper thread so that shutdown stays bounded."""
+        for over 60 s); it runs on a helper thread, abandoned after ``timeout`` (default: the session
+        timeout, when the group has evicted this member anyway), so that shutdown stays bounded."""
+        timeout = self.settings.session_timeout_ms / 1000 if timeout is None else timeout
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
@@ -229,6 +205,18 @@ def _consume_error(message: Any) -> bool:
         raise BrokerError(f"consumer fatal error: {err.str()}", err.code())
     log.warning("consumer: %s", err.str())
     return True
+
+
+def _reporting(on_delivery: DeliveryCallback) -> Callable[[KafkaError | None, Any], None]:
+    """librdkafka's delivery report as ``on_delivery(DeliveryError | None)``: one adapter per batch."""
+
+    def report(err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            on_delivery(None)
+        else:
+            on_delivery(DeliveryError(f"an output was not accepted by the broker: {err.str()}", err.code()))
+
+    return report
 
 
 def _log_commit(err: KafkaError | None, partitions: list[Any]) -> None:
@@ -260,69 +248,85 @@ class KafkaSink:
         self._producer = Producer(conf)
         if self._transactional_id is not None:
             # fences any earlier producer with this id and aborts the transaction it left open
-            self._transact("initialising transactions", self._producer.init_transactions, self._timeout)
+            self._transact("initialising transactions", time.monotonic() + self._timeout,
+                           self._producer.init_transactions)
 
     # -- transactions (exactly-once only) ---------------------------------------------------
 
     def begin_transaction(self) -> None:
-        assert self._producer is not None
-        self._transact("beginning a transaction", self._producer.begin_transaction)
-
-    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object) -> None:
-        """Add the consumed positions to the open transaction and commit it, outputs and offsets at once."""
         producer = self._producer
         assert producer is not None
+        self._transact("beginning a transaction", time.monotonic() + self._timeout,
+                       lambda _left: producer.begin_transaction())
+
+    def commit_transaction(self, positions: Mapping[TopicPartition, int], group_metadata: object,
+                           timeout: float) -> None:
+        """Add the consumed positions to the open transaction and commit it, outputs and offsets at
+        once, within ``timeout`` seconds in all."""
+        producer = self._producer
+        assert producer is not None
+        until = time.monotonic() + timeout
         offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
         if offsets:
-            self._transact("adding offsets to the transaction", producer.send_offsets_to_transaction,
-                           offsets, group_metadata, self._timeout)
-        self._transact("committing the transaction", producer.commit_transaction, self._timeout)
+            self._transact("adding offsets to the transaction", until,
+                           lambda left: producer.send_offsets_to_transaction(offsets, group_metadata, left))
+        self._transact("committing the transaction", until, producer.commit_transaction)
 
-    def abort_transaction(self) -> None:
-        assert self._producer is not None
-        self._transact("aborting the transaction", self._producer.abort_transaction, self._timeout)
+    def abort_transaction(self, timeout: float) -> None:
+        producer = self._producer
+        assert producer is not None
+        self._transact("aborting the transaction", time.monotonic() + timeout, producer.abort_transaction)
 
-    def _transact(self, what: str, call: Any, *args: Any) -> None:
-        """Run a transactional call: retry what librdkafka says to retry, sort the rest into
-        abortable (TransactionAborted) and fatal (DeliveryError)."""
+    def _transact(self, what: str, until: float, call: Callable[[float], object]) -> None:
+        """Run a transactional call with what is left of the budget: retry what librdkafka says to
+        retry while time is left, sort the rest into abortable (TransactionAborted) and fatal
+        (DeliveryError)."""
         for attempt in range(_TRANSACTION_RETRIES):
+            left = until - time.monotonic()
+            if left <= 0:
+                raise TransactionAborted(f"{what}: no time left of the stop or commit budget")
             try:
-                call(*args)
+                call(left)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.txn_requires_abort():
                     raise TransactionAborted(f"{what}: {err.str()}", err.code()) from None
-                if err.retriable() and attempt + 1 < _TRANSACTION_RETRIES:
+                if err.retriable() and attempt + 1 < _TRANSACTION_RETRIES and until > time.monotonic():
                     log.warning("%s: %s (retrying)", what, err.str())
                     continue
                 raise DeliveryError(f"{what} failed: {err.str()}", err.code()) from None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:
-        producer = self._producer
-        assert producer is not None, "start() first"
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=cast(Any, headers), on_delivery=on_delivery)
-                return
-            except BufferError:  # local queue full: serve deliveries, then retry
-                producer.poll(0.05)
-                self._errors.raise_if_fatal()
-            except KafkaException as exc:  # rejected locally (too large, ...): fail this record
-                on_delivery(exc.args[0], None)
-                return
+        self._produce(topic, key, value, headers, _reporting(on_delivery))
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
                      on_delivery: DeliveryCallback) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
         produce = producer.produce
+        report = _reporting(on_delivery)
         for key, value in records:
             try:
-                produce(topic, value, key, on_delivery=on_delivery)
+                produce(topic, value, key, on_delivery=report)
             except (BufferError, KafkaException):  # queue full or rejected locally: the careful path
-                self.produce(topic, key, value, None, on_delivery)
+                self._produce(topic, key, value, None, report)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
+                 report: Callable[[KafkaError | None, Any], None]) -> None:
+        producer = self._producer
+        assert producer is not None, "start() first"
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=cast(Any, headers), on_delivery=report)
+                return
+            except BufferError:  # local queue full: serve deliveries, then retry
+                producer.poll(0.05)
+                self._errors.raise_if_fatal()
+            except KafkaException as exc:  # rejected locally (too large, ...): fail this record
+                report(exc.args[0], None)
+                return
 
     def poll(self, timeout: float) -> None:
         assert self._producer is not None
@@ -339,21 +343,49 @@ class KafkaSink:
         self._producer = None
 
 
-def create_topics(bootstrap_servers: str, topics: Mapping[str, int], client: Mapping[str, Any] | None = None,
-                  timeout: float = 15.0, config: Mapping[str, str] | None = None) -> None:
-    """Create topics (name -> partitions) that do not exist yet, with topic ``config`` if given."""
-    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+class KafkaDeadLetters:
+    """Dead letters to the dead-letter topic, with their headers."""
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client or {})})
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(name, partitions, 1, config=dict(config or {}))
-              for name, partitions in topics.items() if name not in existing]
-    if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
-        try:
-            future.result(timeout)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"cannot create topic {name!r}: {err.str()}", err.code()) from None
+    def __init__(self, producer: KafkaSink, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter], on_delivery: DeliveryCallback) -> None:
+        for letter in letters:
+            self._producer.produce(self._topic, letter.key, letter.value, letter.headers, on_delivery)
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self._producer.flush(timeout)
+
+
+class KafkaEngine:
+    """The ``confluent-kafka`` engine: a consumer-group source and one idempotent producer for the
+    score and dead-letter topics, transactional under ``delivery: exactly_once``."""
+
+    def __init__(self, settings: Settings, transactional_id: str | None) -> None:
+        b = settings.batching
+        self.settings = settings
+        self.source = KafkaSource(settings.kafka)
+        queue = max(100_000, b.max_in_flight + 2 * b.max_batch_size)
+        self.producer = KafkaSink(settings.kafka, queue, b.max_message_bytes, transactional_id, b.drain_timeout_s)
+        self.transactions: KafkaSink | None = self.producer if transactional_id is not None else None
+        self.dead_letters = KafkaDeadLetters(self.producer, settings.kafka.dead_letter_topic)
+
+    def check(self, timeout: float) -> None:
+        """The broker answers and every topic the service writes exists (BrokerError naming the key)."""
+        kafka = self.settings.kafka
+        topics = check_broker(kafka, timeout)
+        wanted = {"kafka.dead_letter_topic": kafka.dead_letter_topic}
+        for i, destination in enumerate(self.settings.outputs):
+            if destination.kind == "kafka":
+                key = f"destinations[{i}].topic" if destination.topic else "kafka.destination_topic"
+                wanted[key] = destination.topic or kafka.destination_topic
+        for key, name in wanted.items():
+            if name not in topics:
+                raise BrokerError(f"{key}: topic {name!r} does not exist on {kafka.bootstrap_servers}")
+        missing = [t for t in kafka.source_topics if t not in topics]
+        if missing:
+            log.warning("source topics %s do not exist yet; waiting for them", missing)

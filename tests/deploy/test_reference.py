@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_configuration_reference_is_current() -> None:
     assert (REPO / reference.CONFIG_DOC).read_text() == reference.config_reference(), (
-        f"docs/configuration.md is out of date with streamscore/config.py: run `{reference.REGENERATE}`")
+        f"docs/configuration.md is out of date with streamscore/config/: run `{reference.REGENERATE}`")
 
 
 def test_metrics_reference_in_readme_is_current() -> None:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.demo.transactions import TransactionGenerator
-from streamscore.engines.kafka import create_topics
+from streamscore.engines.kafka_admin import create_topics
 from tests.integration.conftest import ServiceProcess, Topics
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamscore.batching import Batcher
+from streamscore.core.batching import Batcher
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from streamscore.commits import OffsetTracker, Ticket, TopicPartition
+from streamscore.delivery.tracker import OffsetTracker, Ticket, TopicPartition
 
 A, B, C = ("t", 0), ("t", 1), ("u", 0)
 

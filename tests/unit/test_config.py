@@ -221,7 +221,7 @@ def remove(section: str, key: str) -> Mutate:
     (lambda c: c["features"][1].update(bogus=1), "features[1].bogus: unknown key (expected one of: name, path,"),
     (lambda c: c["decisions"]["rules"][0].update(score=1), "decisions.rules[0].score: unknown key (expected one of: "
                                                             "label, min_score)"),
-    (lambda c: c["model"].update(file="m.onnx"), "model.file: unknown key (expected one of: path, name, version,"),
+    (lambda c: c["model"].update(file="m.onnx"), "model.file: unknown key (expected one of: kind, path, name, version,"),
     # missing required keys
     (remove("kafka", "destination_topic"), "kafka.destination_topic: required key is missing"),
     (remove("model", "path"), "model.path: required key is missing"),

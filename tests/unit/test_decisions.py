@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamscore.config import DecisionRule, DecisionSettings
-from streamscore.decisions import DecisionPolicy
+from streamscore.core.decisions import DecisionPolicy
 
 
 @pytest.fixture

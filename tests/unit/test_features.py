@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamscore.config import FeatureSettings
-from streamscore.features import MISSING, Extraction, FeatureExtractor, NotAnObject, gather
+from streamscore.core.features import MISSING, Extraction, FeatureExtractor, NotAnObject, gather
 
 SPECS = [
     FeatureSettings(name="amount", dtype="float"),

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from streamscore.delivery.committers import MAX_ABORTS_IN_A_ROW
 from streamscore.errors import DeliveryError, TransactionAborted
-from streamscore.pipeline import MAX_ABORTS_IN_A_ROW
-from tests.unit.test_pipeline import FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
+from streamscore.pipeline import Pipeline
+from tests.unit.fakes import FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
 
 
 class TransactionalSink(FakeSink):
@@ -34,7 +35,9 @@ class TransactionalSink(FakeSink):
         self.open.append((topic, key, value))
         super().produce(topic, key, value, headers, on_delivery)
 
-    def commit_transaction(self, positions: Mapping[tuple[str, int], int], group_metadata: object) -> None:
+    def commit_transaction(self, positions: Mapping[tuple[str, int], int], group_metadata: object,
+                           timeout: float) -> None:
+        assert timeout > 0
         assert self.open is not None and group_metadata == "group-metadata"
         assert not self.unacked, "outputs are flushed before their offsets join the transaction"
         if self.refuse_commits:
@@ -44,7 +47,7 @@ class TransactionalSink(FakeSink):
         self.offsets.append(dict(positions))
         self.open = None
 
-    def abort_transaction(self) -> None:
+    def abort_transaction(self, timeout: float) -> None:
         assert self.open is not None
         self.aborts += 1
         self.open = None
@@ -64,10 +67,14 @@ def exactly_once(**batching: Any) -> Any:
     return s.model_copy(update={"delivery": "exactly_once"})
 
 
+def eos_pipeline(source: FakeSource, sink: TransactionalSink, **batching: Any) -> Pipeline:
+    return pipeline(source, sink, exactly_once(**batching), transactions=sink)
+
+
 def test_outputs_and_offsets_are_committed_together_once() -> None:
     msgs = messages(50, bad_every=9)
     source, sink = FakeSource(msgs), TransactionalSink()
-    p = pipeline(source, sink, exactly_once(max_batch_size=10))
+    p = eos_pipeline(source, sink, max_batch_size=10)
     run_until_consumed(p, source, len(msgs))
     assert sorted(k for _, k, _ in sink.visible) == sorted(m.key() for m in msgs)
     assert sum(1 for t, _, _ in sink.visible if t == "transactions-dlq") == 3 * 6
@@ -87,7 +94,7 @@ def test_a_refused_output_aborts_and_the_work_is_redone_once() -> None:
 
     msgs = messages(40)
     source, sink = FakeSource(msgs), TransactionalSink(fail=fail_once)
-    p = pipeline(source, sink, exactly_once(max_batch_size=5))
+    p = eos_pipeline(source, sink, max_batch_size=5)
     run_until_consumed(p, source, len(msgs))
     assert sink.aborts == 1
     assert source.seeks, "the consumer was rewound"
@@ -100,7 +107,7 @@ def test_a_refused_output_aborts_and_the_work_is_redone_once() -> None:
 def test_a_commit_kafka_asks_to_abort_rewinds_to_the_last_committed_positions() -> None:
     msgs = messages(30)
     source, sink = FakeSource(msgs), TransactionalSink()
-    p = pipeline(source, sink, exactly_once(max_batch_size=6))
+    p = eos_pipeline(source, sink, max_batch_size=6)
     p.start()
     for _ in range(3):
         p.step()
@@ -120,7 +127,7 @@ def test_transactions_that_keep_failing_stop_the_service_without_committing() ->
     msgs = messages(20)
     source, sink = FakeSource(msgs), TransactionalSink()
     sink.refuse_commits = MAX_ABORTS_IN_A_ROW
-    p = pipeline(source, sink, exactly_once(max_batch_size=5))
+    p = eos_pipeline(source, sink, max_batch_size=5)
     with pytest.raises(DeliveryError, match=f"{MAX_ABORTS_IN_A_ROW} transactions in a row"):
         run_until_consumed(p, source, len(msgs))
     assert sink.offsets == [] and sink.visible == []
@@ -131,7 +138,7 @@ def test_revocation_commits_the_open_transaction_first() -> None:
     msgs = messages(30, partitions=2)
     source, sink = FakeSource(msgs), TransactionalSink()
     source.revoke_after = 21
-    p = pipeline(source, sink, exactly_once(max_batch_size=100, max_wait_ms=10_000))
+    p = eos_pipeline(source, sink, max_batch_size=100, max_wait_ms=10_000)
     p.start()
     for _ in range(4):
         p.step()
@@ -143,7 +150,7 @@ def test_revocation_commits_the_open_transaction_first() -> None:
 def test_lost_partitions_abort_the_transaction_and_the_rest_is_re_read() -> None:
     msgs = messages(30, partitions=2)
     source, sink = FakeSource(msgs), TransactionalSink()
-    p = pipeline(source, sink, exactly_once(max_batch_size=4, commit_interval_ms=60_000))
+    p = eos_pipeline(source, sink, max_batch_size=4, commit_interval_ms=60_000)
     p.start()
     for _ in range(3):
         p.step()

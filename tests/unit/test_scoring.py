@@ -19,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamscore.config import Settings
-from streamscore.records import Headers, Rejection, ScoredBatch, SourceMessage
+from streamscore.core.records import Headers, Rejection, ScoredBatch, SourceMessage
 from streamscore.runners.base import ModelRunner
-from streamscore.scoring import Scorer, decode, predict_isolating
+from streamscore.core.decode import decode
+from streamscore.core.scorer import Scorer, ScoringSpec, predict_isolating
 
 MARK = 666.0
 """An amount the fake model cannot score: it raises for any batch holding it."""
@@ -102,7 +103,7 @@ def runner() -> FakeRunner:
 @pytest.fixture
 def scorer(runner: FakeRunner) -> Scorer:
     model: ModelRunner = runner  # the fake satisfies the protocol
-    return Scorer(make_settings(), model)
+    return Scorer(ScoringSpec.from_settings(make_settings()), model)
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def test_decode_nesting_limit(value: bytes, fate: str) -> None:
 def test_the_deepest_allowed_event_renders_its_copied_fields(runner: FakeRunner) -> None:
     """254 levels (the highest limit) still fit orjson's writer when copied into an output."""
     limits = {"max_message_bytes": 100_000, "max_json_depth": 254}
-    scorer = Scorer(make_settings(batching=limits, output={"copy_fields": ["meta"]}), runner)
+    scorer = Scorer(ScoringSpec.from_settings(make_settings(batching=limits, output={"copy_fields": ["meta"]})), runner)
     head = orjson.dumps(event())[:-1] + b', "meta": '
     deep, too_deep = head + nested(253) + b"}", head + nested(254) + b"}"  # orjson cannot write these
     result = scorer.score([FakeMessage("in", 0, 0, deep), FakeMessage("in", 0, 1, too_deep)])
@@ -240,7 +241,8 @@ FIELD_VALUES = JSON_VALUES | st.sampled_from([float("nan"), float("inf"), 1e39, 
                                 FIELD_VALUES, max_size=6), max_size=20))
 def test_any_json_object_is_scored_or_rejected_and_outputs_are_json(objects: list[dict[str, Any]]) -> None:
     msgs = [FakeMessage("in", 0, i, as_json(o)) for i, o in enumerate(objects)]
-    result = Scorer(make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4}), FakeRunner()).score(msgs)
+    spec = ScoringSpec.from_settings(make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4}))
+    result = Scorer(spec, FakeRunner()).score(msgs)
     fates = outcome(result, len(msgs))
     assert set(fates.values()) <= REASONS | {"scored"}
     for raw in result.outputs:
@@ -420,7 +422,7 @@ def test_random_batches_give_each_position_exactly_one_result(batch: list[tuple[
     for i, (kind, (topic, partition)) in enumerate(batch):
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         msgs.append(FakeMessage(topic, partition, offset, message_value(kind, i)))
-    result = Scorer(make_settings(), FakeRunner()).score(msgs)
+    result = Scorer(ScoringSpec.from_settings(make_settings()), FakeRunner()).score(msgs)
     fates = outcome(result, len(msgs))
     assert fates == {i: EXPECTED_FATE[kind] for i, (kind, _) in enumerate(batch)}
     assert result.scored == sorted(result.scored)

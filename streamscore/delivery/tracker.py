@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-TopicPartition = tuple[str, int]
+from streamscore.core.records import TopicPartition
 
 
 class Ticket:

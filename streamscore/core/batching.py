@@ -56,9 +56,28 @@ class Batcher(Generic[T]):
             return None
         return self.take()
 
-    def take(self) -> list[T] | None:
-        """The open batch now, due or not (for drains); None when nothing is open."""
+    def take(self, limit: int | None = None) -> list[T] | None:
+        """The open batch now, due or not (for drains), or its first ``limit`` items; None when
+        nothing is open."""
         if not self._items:
             return None
+        if limit is not None and limit < len(self._items):
+            items, self._items = self._items[:limit], self._items[limit:]
+            return items
         items, self._items = self._items, []
         return items
+
+    def hold(self, items: Sequence[T]) -> None:
+        """Append items without closing batches (while nothing can be scored)."""
+        if items:
+            if not self._items:
+                self._opened_at = self._clock()
+            self._items.extend(items)
+
+    def restore(self, items: Sequence[T]) -> None:
+        """Put items back in front of the open batch, in order (work that could not be done yet);
+        the batch may then hold more than ``max_size`` until it is taken again."""
+        if items:
+            if not self._items:
+                self._opened_at = self._clock()
+            self._items[:0] = items

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from streamscore.config import FeatureSettings
+from streamscore.core.records import Reason
 
 MISSING: Any = object()
 """Stands for a field absent from the event (JSON null counts as absent too)."""
@@ -70,7 +71,7 @@ class Extraction:
     """The feature matrix of a batch; rows whose ``reasons`` entry is not None are invalid."""
 
     matrix: np.ndarray
-    reasons: list[tuple[str, str] | None]
+    reasons: list[tuple[Reason, str] | None]
     """Per row: None, or (reason code, detail) such as ("wrong_type", "amount: expected float, got string")."""
 
     @property
@@ -88,7 +89,7 @@ class _Column:
         self.index = {c: float(i) for i, c in enumerate(spec.categories)}
         self.default = spec.default
 
-    def fill(self, values: list[Any], out: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:
+    def fill(self, values: list[Any], out: np.ndarray, reasons: list[tuple[Reason, str] | None]) -> None:
         types = set(map(type, values))
         if not types <= self.accepted:
             if not self.spec.required and types <= self.accepted | _ABSENT_TYPES:
@@ -108,7 +109,7 @@ class _Column:
         finite = np.isfinite(column32)
         if not finite.all():
             for row in np.flatnonzero(~finite):
-                _reject(reasons, int(row), "non_finite", f"{self.spec.field_path}: not a finite float32 number")
+                _reject(reasons, int(row), Reason.NON_FINITE, f"{self.spec.field_path}: not a finite float32 number")
             column32[~finite] = 0.0
         out[:, self.offset] = column32
 
@@ -123,7 +124,7 @@ class _Column:
         known = np.flatnonzero(positions >= 0)
         out[known, self.offset + positions[known]] = 1.0
 
-    def _repair(self, values: list[Any], reasons: list[tuple[str, str] | None]) -> list[Any]:
+    def _repair(self, values: list[Any], reasons: list[tuple[Reason, str] | None]) -> list[Any]:
         """The slow path: default the missing values, reject the ill-typed ones row by row."""
         path, expected = self.spec.field_path, self.spec.dtype
         fallback = self.default if self.default is not None else ""
@@ -132,7 +133,7 @@ class _Column:
         for row, value in enumerate(values):
             if value is MISSING or value is None:
                 if self.spec.required:
-                    _reject(reasons, row, "missing_field", f"{path}: required field is missing")
+                    _reject(reasons, row, Reason.MISSING_FIELD, f"{path}: required field is missing")
                     repaired.append(placeholder)
                 else:
                     repaired.append(fallback)
@@ -140,10 +141,10 @@ class _Column:
                 repaired.append(value)
             elif type(value) is NotAnObject:
                 detail = f"{path}: expected an object at {value.path}, got {value.json_type}"
-                _reject(reasons, row, "wrong_type", detail)
+                _reject(reasons, row, Reason.WRONG_TYPE, detail)
                 repaired.append(placeholder)
             else:
-                _reject(reasons, row, "wrong_type", f"{path}: expected {expected}, got {json_type(value)}")
+                _reject(reasons, row, Reason.WRONG_TYPE, f"{path}: expected {expected}, got {json_type(value)}")
                 repaired.append(placeholder)
         return repaired
 
@@ -155,7 +156,7 @@ def _to_float(value: Any) -> float:
         return float("inf")
 
 
-def _reject(reasons: list[tuple[str, str] | None], row: int, code: str, detail: str) -> None:
+def _reject(reasons: list[tuple[Reason, str] | None], row: int, code: Reason, detail: str) -> None:
     if reasons[row] is None:
         reasons[row] = (code, detail)
 
@@ -196,7 +197,7 @@ class FeatureExtractor:
         """
         cache = {} if cache is None else cache
         matrix = np.zeros((len(events), self.width), dtype=np.float32)
-        reasons: list[tuple[str, str] | None] = [None] * len(events)
+        reasons: list[tuple[Reason, str] | None] = [None] * len(events)
         for column in self.columns:
             column.fill(gather(events, column.spec.field_path, cache), matrix, reasons)
         return Extraction(matrix, reasons)

@@ -1,0 +1,240 @@
+"""The settings tree, section by section; one YAML file, overridden key by key from ``STREAMSCORE_*`` environment variables.
+
+``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=host:9092`` overrides ``kafka.bootstrap_servers``; ``__``
+separates levels. Inside the librdkafka passthrough maps (``kafka.client``, ``kafka.consumer``,
+``kafka.producer``) a single ``_`` stands for ``.``, so ``STREAMSCORE_KAFKA__CLIENT__SASL_PASSWORD``
+sets ``sasl.password``. Values are parsed as YAML scalars (``5`` is a number, ``[a, b]`` a list),
+except in the passthrough maps, where they stay text as librdkafka reads them (a secret such as
+``0123`` stays intact).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from streamscore.config.kafka import KafkaSettings
+from streamscore.config.section import Section
+
+
+class BatchingSettings(Section):
+    max_batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    """A batch is scored as soon as it holds this many events..."""
+    max_wait_ms: float = Field(default=20.0, ge=0)
+    """...or when its first event has waited this long, whichever comes first."""
+    max_in_flight: int = Field(default=20_000, ge=1)
+    """Events consumed but not yet committed; consumption waits above this. Bounds memory and the
+    events a crash can make the service score twice (at most this plus one batch)."""
+    max_message_bytes: int = Field(default=1_000_000, ge=1)
+    """Events larger than this go to the dead-letter topic unread."""
+    max_json_depth: int = Field(default=64, ge=1, le=254)
+    """Events whose JSON nests objects and arrays deeper than this go to the dead-letter topic
+    (``too_deep``). At most 254: orjson cannot write a copied field nested deeper into the output."""
+    commit_interval_ms: float = Field(default=1000.0, ge=0)
+    """How often acknowledged offsets are committed while running (sooner when the window fills)."""
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """Upper bound on the final drain at shutdown or revocation."""
+
+
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+
+
+class ModelSettings(Section):
+    kind: str = "onnx"
+    """Model runner kind, from the runner registry (``onnx``)."""
+    path: Path
+    """Model file (ONNX for ``kind: onnx``); a relative path is taken from the config file's folder, or from the working
+    directory when it comes from an environment variable."""
+    name: str | None = None
+    """Model name written into every output record (default: the file's stem)."""
+    version: str | None = None
+    """Model version written into every output record (default: ``sha256:`` and the file's hash prefix)."""
+    provider: Provider = "auto"
+    """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU."""
+    input: str | None = None
+    """Model input fed with the feature matrix (default: the model's only input)."""
+    score_output: str | None = None
+    """Model output holding the score (default: the last output)."""
+    score_column: int | None = 1
+    """Column of a 2-D score output; null for a 1-D output."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Expected sha256 of the model file; when set, a different file refuses to load."""
+    warmup_batches: int = Field(default=2, ge=0)
+    """Batches run through the model at start so the first real batch pays no setup cost."""
+
+
+class FeatureSettings(Section):
+    name: str
+    """Feature name, for messages and the model card."""
+    path: str | None = None
+    """Dotted path into the event JSON (default: the name)."""
+    dtype: Literal["float", "int", "bool", "category"] = "float"
+    """Expected JSON type; ``category`` takes strings mapped through ``categories``."""
+    required: bool = True
+    """Whether a missing (or null) value sends the event to the dead-letter topic."""
+    default: float | None = None
+    """Value used when the field is missing and not required."""
+    categories: list[str] = []
+    """Known values of a ``category`` feature."""
+    encoding: Literal["index", "one_hot"] = "index"
+    """``index``: one column with the category's position; ``one_hot``: one column per category."""
+    unknown_value: float = -1.0
+    """Index given to a category not in the list (``one_hot`` leaves all columns 0)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSettings:
+        if self.dtype == "category" and not self.categories:
+            raise ValueError("a category feature needs a non-empty 'categories' list")
+        if self.dtype != "category" and self.categories:
+            raise ValueError("'categories' is only for dtype 'category'")
+        if not self.required and self.default is None and not (
+            self.dtype == "category"
+        ):
+            raise ValueError("an optional feature needs a 'default'")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("'categories' has duplicates")
+        return self
+
+    @property
+    def field_path(self) -> str:
+        return self.path or self.name
+
+    @property
+    def width(self) -> int:
+        return len(self.categories) if self.encoding == "one_hot" and self.dtype == "category" else 1
+
+
+class DecisionRule(Section):
+    label: str
+    """Decision written for scores in this rule's range."""
+    min_score: float
+    """The rule applies to scores at or above this."""
+
+
+class DecisionSettings(Section):
+    default: str = "approve"
+    """Label for scores below every rule."""
+    rules: list[DecisionRule] = [
+        DecisionRule(label="review", min_score=0.5),
+        DecisionRule(label="reject", min_score=0.9),
+    ]
+    """Score thresholds, strictly ascending."""
+
+    @field_validator("rules")
+    @classmethod
+    def _ascending(cls, rules: list[DecisionRule]) -> list[DecisionRule]:
+        mins = [r.min_score for r in rules]
+        if any(b <= a for a, b in itertools.pairwise(mins)):
+            raise ValueError("rule thresholds must be strictly ascending")
+        return rules
+
+
+RESERVED_OUTPUT_KEYS = frozenset(
+    {"score", "decision", "model", "model_version", "source", "event_time_ms", "scored_at_ms"}
+)
+
+
+class OutputSettings(Section):
+    copy_fields: list[str] = []
+    """Dotted paths of input fields copied into the output record under the same name."""
+
+    @field_validator("copy_fields")
+    @classmethod
+    def _not_reserved(cls, fields: list[str]) -> list[str]:
+        clash = RESERVED_OUTPUT_KEYS.intersection(fields)
+        if clash:
+            raise ValueError(f"{sorted(clash)} are names the output record already uses")
+        return fields
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    """Serve /metrics, /healthz and /readyz."""
+    host: str = "0.0.0.0"
+    """Bind address of the metrics and health listener."""
+    port: int = Field(default=9100, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz (0 picks a free port)."""
+
+
+class DestinationSettings(Section):
+    kind: str = "kafka"
+    """Destination kind, from the destination registry (``kafka``)."""
+    topic: str | None = None
+    """``kafka``: the topic (default: ``kafka.destination_topic``)."""
+    options: dict[str, Any] = {}
+    """Settings of a destination kind registered by a plugin."""
+
+
+class BreakerSettings(Section):
+    """When the model fails by itself (not because of its rows), consumption stops, the service is
+    unready and the held batch is retried with backoff; nothing is dead-lettered for it."""
+
+    max_outage_s: float = Field(default=300.0, gt=0)
+    """How long the model may keep failing before the service exits non-zero (its uncommitted
+    events are then scored by whoever takes the partitions over)."""
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    """Wait before the first retry; it doubles after each failed retry..."""
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    """...up to this."""
+
+
+Delivery = Literal["at_least_once", "exactly_once"]
+
+
+class Settings(Section):
+    kafka: KafkaSettings
+    """Brokers, topics and librdkafka settings."""
+    batching: BatchingSettings = BatchingSettings()
+    """When batches close, and the bounds on in-flight work and shutdown."""
+    model: ModelSettings
+    """The ONNX model and where its score is read."""
+    features: list[FeatureSettings] = Field(min_length=1)
+    """Model input columns, in order, each read from the event JSON."""
+    decisions: DecisionSettings = DecisionSettings()
+    """Score thresholds that turn a score into a decision label."""
+    output: OutputSettings = OutputSettings()
+    """What each output record carries besides the score and decision."""
+    metrics: MetricsSettings = MetricsSettings()
+    """The HTTP listener for Prometheus and the health probes."""
+    engine: str = "confluent-kafka"
+    """Stream engine, from the engine registry (``confluent-kafka``)."""
+    destinations: list[DestinationSettings] = []
+    """Where score records go; each input offset is committed once every destination acknowledged
+    its output (default: one ``kafka`` destination, ``kafka.destination_topic``)."""
+    breaker: BreakerSettings = BreakerSettings()
+    """The circuit breaker for model failures."""
+    delivery: Delivery = "at_least_once"
+    """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
+    write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka
+    transaction; readers with ``isolation.level=read_committed`` see each output once."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the service (the command line's --log-level overrides it)."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, for log shippers."""
+
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features: list[FeatureSettings]) -> list[FeatureSettings]:
+        names = [f.name for f in features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature names {dupes}")
+        return features
+
+    @property
+    def outputs(self) -> list[DestinationSettings]:
+        """The destinations, or the default one."""
+        return list(self.destinations) or [DestinationSettings()]
+
+    @property
+    def feature_width(self) -> int:
+        return sum(f.width for f in self.features)
+
+    @property
+    def stop_bound_s(self) -> float:
+        """The longest a stop takes: the drain, then leaving the group (abandoned after the session
+        timeout). Container grace periods must outlast it."""
+        return self.batching.drain_timeout_s + self.kafka.session_timeout_ms / 1000

@@ -1,0 +1,86 @@
+"""The types that flow between stages, and the dead-letter reasons. Engine-neutral: no Kafka here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+TopicPartition = tuple[str, int]
+"""A source partition: (topic, partition)."""
+
+Headers = list[tuple[str, bytes | None]]
+
+
+class SourceMessage(Protocol):
+    """A consumed event as an engine hands it over (``confluent_kafka.Message`` is one)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class Reason(StrEnum):
+    """Why an event went to the dead-letter topic: the ``streamscore.reason`` header and the
+    ``reason`` label of ``streamscore_events_dead_lettered_total``."""
+
+    EMPTY = "empty"
+    """The message has no value, or an empty one."""
+    OVERSIZE = "oversize"
+    """The value is larger than ``batching.max_message_bytes``; it is dead-lettered truncated."""
+    MALFORMED_JSON = "malformed_json"
+    """The value is not JSON (or not UTF-8)."""
+    NON_FINITE = "non_finite"
+    """A NaN or infinite number: a JSON literal, a number that overflows, or a feature that does
+    not fit a float32."""
+    NOT_AN_OBJECT = "not_an_object"
+    """The JSON is an array, string, number ... rather than an object."""
+    TOO_DEEP = "too_deep"
+    """Objects and arrays nest deeper than ``batching.max_json_depth``."""
+    MISSING_FIELD = "missing_field"
+    """A required feature's field is absent or null."""
+    WRONG_TYPE = "wrong_type"
+    """A feature's field holds the wrong JSON type (or a path step is not an object)."""
+    MODEL_ERROR = "model_error"
+    """The model raised on this row (isolated by bisection) or returned a non-finite score."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event that cannot be scored: ``reason`` is its code, ``detail`` says why in words."""
+
+    index: int
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """What the scoring core made of one batch of messages.
+
+    ``scored`` are positions in the batch, each with its rendered output record in ``outputs``, its
+    score and its label index in ``decisions``; every other position has a ``Rejection``.
+    """
+
+    scored: list[int]
+    outputs: list[bytes]
+    scores: np.ndarray
+    decisions: np.ndarray
+    rejections: list[Rejection]
+    inference_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected event as the dead-letter topic receives it: the input's key, its value (truncated
+    when oversize) and its headers followed by the ``streamscore.*`` ones that say why."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers

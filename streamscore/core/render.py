@@ -1,0 +1,65 @@
+"""Output records in one place: the score record of a scored event, the dead letter of a rejected one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamscore.core.features import MISSING, NotAnObject
+from streamscore.core.records import DeadLetter, Headers, Rejection, SourceMessage
+
+DEAD_LETTER_SAMPLE_BYTES = 1024
+"""An oversize event is dead-lettered with only this much of its value; headers locate the original."""
+
+
+def score_records(
+    messages: Sequence[SourceMessage],
+    positions: list[int],
+    rows: list[int],
+    copied: list[tuple[str, list[Any]]],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    labels: Sequence[str],
+    model: tuple[str, str],
+    now_ms: int,
+) -> list[bytes]:
+    """One JSON record per scored event (``rows`` index ``messages``, ``positions`` the ``copied``
+    columns): the copied fields, score, decision, model name and version, source and times."""
+    name, version = model
+    dumps = orjson.dumps
+    out: list[bytes] = []
+    for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
+        msg = messages[row]
+        record = {n: v for n, column in copied if (v := column[pos]) is not MISSING and type(v) is not NotAnObject}
+        ts_type, ts = msg.timestamp()
+        record["score"] = score
+        record["decision"] = labels[decision]
+        record["model"] = name
+        record["model_version"] = version
+        record["source"] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+        record["event_time_ms"] = ts if ts_type else None
+        record["scored_at_ms"] = now_ms
+        out.append(dumps(record))
+    return out
+
+
+def dead_letter(msg: SourceMessage, rejection: Rejection, headers: Headers, max_bytes: int, now_ms: int) -> DeadLetter:
+    """The input's key, value and ``headers`` (as the engine could read them), plus the reason, the
+    detail and where the input came from; a value over ``max_bytes`` keeps only its first KiB."""
+    value = msg.value()
+    headers = [
+        *headers,
+        ("streamscore.reason", str(rejection.reason).encode()),
+        ("streamscore.detail", rejection.detail.encode()),
+        ("streamscore.source.topic", str(msg.topic()).encode()),
+        ("streamscore.source.partition", str(msg.partition()).encode()),
+        ("streamscore.source.offset", str(msg.offset()).encode()),
+        ("streamscore.time", str(now_ms).encode()),
+    ]
+    if value is not None and len(value) > max_bytes:
+        headers.append(("streamscore.value.truncated.from", str(len(value)).encode()))
+        value = value[:DEAD_LETTER_SAMPLE_BYTES]
+    return DeadLetter(msg.key(), value, headers)

@@ -1,0 +1,144 @@
+"""The scoring core: raw messages -> decoded events -> features -> scores -> decisions -> records.
+
+Pure and engine-neutral: it sees ``SourceMessage`` objects and returns bytes, so the Kafka engine,
+a Faust engine, batch runs and an HTTP endpoint can all drive it. Nothing here raises on bad input:
+every message comes back either scored or rejected with a reason. The one exception is a model
+that fails by itself rather than because of its rows: ``ModelUnavailable``, which rejects nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamscore.config import DecisionSettings, FeatureSettings, Settings
+from streamscore.core.decisions import DecisionPolicy
+from streamscore.core.decode import decode
+from streamscore.core.features import FeatureExtractor, gather
+from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
+from streamscore.core.render import dead_letter, score_records
+from streamscore.errors import ModelUnavailable
+from streamscore.runners.base import ModelRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringSpec:
+    """What the core needs to know, and nothing about where events come from or go."""
+
+    features: Sequence[FeatureSettings]
+    decisions: DecisionSettings
+    copy_fields: Sequence[str] = ()
+    max_bytes: int = 1_000_000
+    """Values larger than this are rejected unread (``oversize``)."""
+    max_depth: int = 64
+    """JSON nested deeper than this is rejected (``too_deep``)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScoringSpec:
+        b = settings.batching
+        return cls(settings.features, settings.decisions, tuple(settings.output.copy_fields),
+                   b.max_message_bytes, b.max_json_depth)
+
+
+def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Scores for all rows; if the model raises, bisect to find the rows that make it raise.
+
+    Returns the scores (NaN where a row failed) and the failing rows with the error message.
+    """
+    try:
+        return runner.predict(matrix), {}
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - model failures are data-dependent; isolate them
+        if matrix.shape[0] == 1:
+            return np.full(1, np.nan, dtype=np.float32), {0: f"{type(exc).__name__}: {str(exc)[:200]}"}
+    mid = matrix.shape[0] // 2
+    left, left_failed = predict_isolating(runner, matrix[:mid])
+    right, right_failed = predict_isolating(runner, matrix[mid:])
+    failed = {**left_failed, **{mid + row: err for row, err in right_failed.items()}}
+    return np.concatenate([left, right]), failed
+
+
+class Scorer:
+    """One ``score`` call per batch; holds the compiled feature, decision and output specs."""
+
+    def __init__(self, spec: ScoringSpec, runner: ModelRunner) -> None:
+        self.spec = spec
+        self.runner = runner
+        self.extractor = FeatureExtractor(spec.features)
+        self.policy = DecisionPolicy(spec.decisions)
+        self.copy_fields = list(spec.copy_fields)
+        self._probe = np.zeros((1, self.extractor.width), dtype=np.float32)
+        """A row the model scored: when a batch fails, a failure on it too means the model is down."""
+
+    def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
+        """Score a batch; raises ModelUnavailable (having rejected nothing) when the model itself fails."""
+        spec = self.spec
+        events, rejections = decode([m.value() for m in messages], spec.max_bytes, spec.max_depth)
+        rows = [i for i, e in enumerate(events) if e is not None]
+        valid_events = [events[i] for i in rows]
+        paths: dict[str, list[Any]] = {}
+        extraction = self.extractor.extract(valid_events, paths)
+        keep: list[int] = []
+        for row, reason in zip(rows, extraction.reasons, strict=True):
+            if reason is None:
+                keep.append(row)
+            else:
+                rejections.append(Rejection(row, reason[0], reason[1]))
+        matrix = extraction.matrix
+        if len(keep) != len(rows):
+            matrix = matrix[extraction.valid]
+
+        started = time.perf_counter()
+        scores, failed = self._predict(matrix) if len(keep) else (np.zeros(0, np.float32), {})
+        inference = time.perf_counter() - started
+        finite = np.isfinite(scores)
+        if failed or not finite.all():
+            for pos in np.flatnonzero(~finite).tolist():
+                detail = failed.get(pos, "model returned a non-finite score")
+                rejections.append(Rejection(keep[pos], Reason.MODEL_ERROR, detail))
+            keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
+            scores = scores[finite]
+        decisions = self.policy.indices(scores)
+        position = {row: i for i, row in enumerate(rows)}
+        copied = [(name, gather(valid_events, name, paths)) for name in self.copy_fields]
+        outputs = score_records(messages, [position[row] for row in keep], keep, copied, scores, decisions,
+                                self.policy.labels, (self.runner.name, self.runner.version), int(time.time() * 1000))
+        rejections.sort(key=lambda r: r.index)
+        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+
+    def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
+        """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
+        return dead_letter(msg, rejection, headers, self.spec.max_bytes, int(time.time() * 1000))
+
+    def probe(self) -> None:
+        """Score a row the model scored before; raises ModelUnavailable if that fails now."""
+        try:
+            self.runner.predict(self._probe)
+        except Exception as exc:  # any failure on a known-good row is the model's
+            raise ModelUnavailable(f"model {self.runner.name} fails on a row it scored before: "
+                                   f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    def _predict(self, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+        """The model's scores, bisecting to the failing rows when it raises; but when a row it has
+        scored before fails too, the model is failing, not the rows: ModelUnavailable."""
+        runner = self.runner
+        try:
+            scores = runner.predict(matrix)
+        except ModelUnavailable:
+            raise
+        except MemoryError as exc:
+            raise ModelUnavailable(f"model {runner.name}: out of memory") from exc
+        except Exception:  # noqa: BLE001 - the probe tells the model's failure from the rows'
+            self.probe()
+            return predict_isolating(runner, matrix)
+        if np.isfinite(scores[:1]).all():
+            self._probe = matrix[:1].copy()
+        return scores, {}

@@ -1,0 +1,1 @@
+"""Delivery: which offsets may be committed, and the commit protocol of each delivery mode."""

@@ -1,0 +1,269 @@
+"""The commit protocol of each delivery mode, so that the pipeline's loop never branches on it.
+
+A committer owns what may be committed (the ``OffsetTracker``), which partitions are owned, and
+where the group would resume each of them. ``AtLeastOnce`` commits acknowledged positions to the
+group; ``ExactlyOnce`` commits the outputs and the positions they came from in one transaction and,
+when Kafka says to abort, rewinds the source so that the work is redone, never half-kept. Every
+call that can block takes a ``Deadline``: one budget for a whole stop or revoke.
+
+Both take the ``Batcher``: the events consumed but not yet scored live there, and a rewind or a
+lost partition must drop them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+
+from streamscore.core.batching import Batcher
+from streamscore.core.records import SourceMessage, TopicPartition
+from streamscore.delivery.deadline import Deadline
+from streamscore.delivery.tracker import OffsetTracker, Ticket
+from streamscore.destinations.base import Destination, Outputs
+from streamscore.engines.base import Source, Transactions
+from streamscore.errors import BrokerError, ConfigError, DeliveryError, TransactionAborted
+from streamscore.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_ABORTS_IN_A_ROW = 5
+"""Exactly-once: after this many transactions in a row fail, stop (exit non-zero) rather than loop."""
+
+
+class Committer:
+    """What both modes share: tracking, ownership, settling in-flight outputs. Subclasses commit."""
+
+    def __init__(self, source: Source, outputs: Outputs, batcher: Batcher[SourceMessage], metrics: Metrics,
+                 commit_timeout: float) -> None:
+        self.source = source
+        self.outputs = outputs
+        self.batcher = batcher
+        self.metrics = metrics
+        self.commit_timeout = commit_timeout
+        """The budget of a commit made while running (a stop or revoke brings its own deadline)."""
+        self.tracker = OffsetTracker()
+        self.assigned: set[TopicPartition] = set()
+        self.restart_at: dict[TopicPartition, int] = {}
+        """Per partition, where the group would resume: the last committed position, or the first
+        offset consumed since assignment. Rewind target and the base of the lag metric."""
+
+    def begin(self) -> None:
+        """Before a batch's outputs are written."""
+
+    def track(self, batch: Sequence[SourceMessage], outputs: int) -> Ticket:
+        """Register a scored batch whose ``outputs`` records are about to be written."""
+        event_times = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
+        ticket = Ticket(outputs, payload=event_times)
+        last_offsets: dict[TopicPartition, int] = {}
+        counts: dict[TopicPartition, int] = {}
+        for m in batch:
+            tp = cast(TopicPartition, (m.topic(), m.partition()))
+            last_offsets[tp] = cast(int, m.offset())
+            counts[tp] = counts.get(tp, 0) + 1
+        for tp in last_offsets.keys() - self.restart_at.keys():  # first events since assignment
+            self.restart_at[tp] = next(cast(int, m.offset()) for m in batch if (m.topic(), m.partition()) == tp)
+        self.tracker.track(ticket, last_offsets, counts)
+        return ticket
+
+    def settle(self, deadline: Deadline) -> bool:
+        """Wait (within ``deadline``) for every output to be acknowledged, then commit; True when all were."""
+        while self.tracker.in_flight and not deadline.expired:
+            self.outputs.flush(min(0.5, deadline.remaining()))
+            self.check()
+        self.finish_completed()
+        self.commit(deadline, final=True)
+        left = self.tracker.in_flight
+        if left:
+            log.error("drain timed out with %d outputs unacknowledged; their offsets stay uncommitted", left)
+        return left == 0
+
+    def finish_completed(self) -> None:
+        """End-to-end latency of the batches now fully acknowledged, and the window gauges."""
+        done = self.tracker.completed()
+        if done:
+            now_ms = time.time() * 1000.0
+            for ticket in done:
+                times = ticket.payload
+                self.metrics.end_to_end.observe_many((now_ms - times[times > 0]) / 1000.0)
+        self.metrics.in_flight.set(self.tracker.in_flight)
+        self.metrics.uncommitted.set(self.tracker.uncommitted)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned.update(partitions)
+        self.metrics.assigned_partitions.set(len(self.assigned))
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop every trace of partitions that left this instance, their unscored events included."""
+        gone = set(partitions)
+        unscored = self.batcher.take() or []
+        self.batcher.restore([m for m in unscored if (m.topic(), m.partition()) not in gone])
+        self.tracker.forget(partitions)
+        self.assigned.difference_update(partitions)
+        for tp in partitions:
+            if self.restart_at.pop(tp, None) is not None:
+                self.metrics.forget_partition(*tp)
+        self.metrics.assigned_partitions.set(len(self.assigned))
+
+    def lost(self, partitions: list[TopicPartition]) -> None:
+        """Another member owns them now: nothing of theirs may be committed here."""
+        self.forget(partitions)
+
+    def _committed(self, positions: dict[TopicPartition, int], final: bool) -> None:
+        self.tracker.mark_committed(positions)
+        self.restart_at.update(positions)
+        self.metrics.commits.inc()
+        if final and positions:
+            log.info("committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items())))
+
+    def _positions(self) -> dict[TopicPartition, int]:
+        return {tp: pos for tp, pos in self.tracker.committable().items() if tp in self.assigned}
+
+    # -- what each mode does its own way ------------------------------------------------------
+
+    def check(self) -> None:
+        """React to an output the destination refused."""
+        raise NotImplementedError
+
+    def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
+        """Commit what may be committed, within ``deadline`` (default: ``commit_timeout``)."""
+        raise NotImplementedError
+
+    def fail(self) -> None:
+        """On the way out after an error: keep what is safe to keep, never more."""
+        raise NotImplementedError
+
+
+class AtLeastOnce(Committer):
+    """Acknowledged positions committed to the group, synchronously: a crash redoes at most the
+    uncommitted window (plus one batch), and never skips an event."""
+
+    def check(self) -> None:
+        """A refused output stops the service: nothing past it may be committed."""
+        error = self.tracker.failure()
+        if error is not None:
+            self.metrics.delivery_failures.inc()
+            raise error if isinstance(error, DeliveryError) else DeliveryError(str(error))
+
+    def commit(self, deadline: Deadline | None = None, final: bool = False, quiet: bool = False) -> None:
+        positions = self._positions()
+        if not positions:
+            return
+        try:
+            self.source.commit(positions, asynchronous=False)
+        except BrokerError as exc:
+            self.metrics.commit_failures.inc()
+            if not quiet:
+                log.warning("commit failed: %s", exc)
+            return
+        self._committed(positions, final)
+
+    def fail(self) -> None:
+        self.commit(final=True, quiet=True)
+
+
+class ExactlyOnce(Committer):
+    """Outputs and consumed positions in one Kafka transaction per commit interval."""
+
+    def __init__(self, source: Source, outputs: Outputs, batcher: Batcher[SourceMessage], metrics: Metrics,
+                 commit_timeout: float, transactions: Transactions) -> None:
+        super().__init__(source, outputs, batcher, metrics, commit_timeout)
+        self.transactions = transactions
+        self.in_transaction = False
+        self.aborts_in_a_row = 0
+
+    def begin(self) -> None:
+        if not self.in_transaction:
+            self.transactions.begin_transaction()
+            self.in_transaction = True
+
+    def check(self) -> None:
+        """A refused output aborts the open transaction: its work is redone."""
+        error = self.tracker.failure()
+        if error is not None:
+            self.metrics.delivery_failures.inc()
+            self._abort(str(error), Deadline(self.commit_timeout))
+
+    def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
+        """Flush, then commit the outputs and the positions they came from in one transaction."""
+        if not self.in_transaction:
+            return
+        deadline = deadline or Deadline(self.commit_timeout)
+        left = self.outputs.flush(deadline.remaining())
+        error = self.tracker.failure()
+        if error is not None:
+            self.metrics.delivery_failures.inc()
+            self._abort(str(error), deadline)
+            return
+        if left:
+            self._abort(f"{left} outputs not acknowledged in time", deadline)
+            return
+        positions = self._positions()
+        try:
+            self.transactions.commit_transaction(positions, self.source.group_metadata(), deadline.remaining())
+        except TransactionAborted as exc:
+            self.metrics.commit_failures.inc()
+            self._abort(str(exc), deadline)
+            return
+        self.in_transaction = False
+        self.aborts_in_a_row = 0
+        self._committed(positions, final)
+
+    def lost(self, partitions: list[TopicPartition]) -> None:
+        """The open transaction holds their outputs: abort it and redo the rest."""
+        self.forget(partitions)
+        self._abort(f"lost {', '.join(f'{t}[{p}]' for t, p in sorted(partitions))}", Deadline(self.commit_timeout),
+                    failure=False)
+
+    def fail(self) -> None:
+        """Abort what is open; the next owner redoes it."""
+        if self.in_transaction:
+            self.in_transaction = False
+            try:
+                self.transactions.abort_transaction(self.commit_timeout)
+            except BrokerError as exc:
+                log.warning("could not abort the open transaction (%s); it times out on the broker", exc)
+
+    def _abort(self, why: str, deadline: Deadline, failure: bool = True) -> None:
+        """Abort the open transaction and re-read its input: the source rewinds every partition to
+        where the group would resume, and the unscored events and the tracker start afresh."""
+        if failure:
+            self.metrics.transaction_aborts.inc()
+            self.aborts_in_a_row += 1
+            log.warning("transaction aborted (%s): re-reading its input from the last committed positions", why)
+        if self.in_transaction:
+            self.in_transaction = False
+            self.transactions.abort_transaction(deadline.remaining())
+        rewind = {tp: pos for tp, pos in self.restart_at.items() if tp in self.assigned}
+        for m in self.batcher.take() or []:  # consumed, never scored: they are re-read too
+            tp = cast(TopicPartition, (m.topic(), m.partition()))
+            if tp in self.assigned:
+                rewind.setdefault(tp, cast(int, m.offset()))
+        self.source.seek(rewind)
+        self.tracker = OffsetTracker()
+        if self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW:
+            raise DeliveryError(f"{self.aborts_in_a_row} transactions in a row were aborted; last: {why}")
+
+
+def check_delivery(delivery: str, transactions: Transactions | None, destinations: Sequence[Destination]) -> None:
+    """Exactly-once needs the engine's transactions and destinations that join them (ConfigError)."""
+    if delivery != "exactly_once":
+        return
+    if transactions is None:
+        raise ConfigError("delivery: exactly_once needs an engine with transactions")
+    plain = [d.name for d in destinations if not d.transactional]
+    if plain:
+        raise ConfigError(f"delivery: exactly_once needs destinations that join the engine's transactions; "
+                          f"{', '.join(plain)} cannot")
+
+
+def build_committer(delivery: str, source: Source, outputs: Outputs, batcher: Batcher[SourceMessage],
+                    metrics: Metrics, commit_timeout: float, transactions: Transactions | None) -> Committer:
+    """The committer of a delivery mode (``check_delivery`` first)."""
+    check_delivery(delivery, transactions, outputs.destinations)
+    if transactions is None or delivery == "at_least_once":
+        return AtLeastOnce(source, outputs, batcher, metrics, commit_timeout)
+    return ExactlyOnce(source, outputs, batcher, metrics, commit_timeout, transactions)

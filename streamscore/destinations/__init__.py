@@ -1,0 +1,1 @@
+"""Destinations: where score records go (Kafka topics now), found through the plugin registry."""

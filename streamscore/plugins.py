@@ -1,0 +1,66 @@
+"""Factories with registries: model runners by ``model.kind``, engines by ``engine``, destinations by
+``destinations[].kind``. A new runner, engine or destination is a module plus one ``register`` call;
+the core is not edited. Registries are built per service (``Plugins.default()``), never global."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from streamscore.config import DestinationSettings, ModelSettings, Settings
+from streamscore.destinations.base import Destination
+from streamscore.engines.base import Engine
+from streamscore.errors import ConfigError
+from streamscore.runners.base import ModelRunner
+
+F = TypeVar("F")
+
+RunnerFactory = Callable[[ModelSettings, int], ModelRunner]
+"""(model settings, feature width) -> an unloaded runner."""
+EngineFactory = Callable[[Settings, "str | None"], Engine]
+"""(settings, transactional id or None) -> an engine whose clients are not yet connected."""
+DestinationFactory = Callable[[DestinationSettings, Settings, Engine], Destination]
+"""(this destination's settings, all settings, the engine) -> an unstarted destination."""
+
+
+class Registry(Generic[F]):
+    """Factories by kind; ``create`` names the settings key when a kind is unknown."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._factories: dict[str, F] = {}
+
+    def register(self, kind: str, factory: F) -> None:
+        self._factories[kind] = factory
+
+    def get(self, kind: str, key: str | None = None) -> F:
+        try:
+            return self._factories[kind]
+        except KeyError:
+            raise ConfigError(f"{key or self.key}: unknown kind {kind!r} (expected one of: "
+                              f"{', '.join(sorted(self._factories))})") from None
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._factories)
+
+
+@dataclass
+class Plugins:
+    runners: Registry[RunnerFactory] = field(default_factory=lambda: Registry("model.kind"))
+    engines: Registry[EngineFactory] = field(default_factory=lambda: Registry("engine"))
+    destinations: Registry[DestinationFactory] = field(default_factory=lambda: Registry("destinations[].kind"))
+
+    @classmethod
+    def default(cls) -> Plugins:
+        """The built-in kinds: the ONNX runner, the confluent-kafka engine, Kafka topic destinations."""
+        from streamscore.destinations.kafka import kafka_topic
+        from streamscore.engines.kafka import KafkaEngine
+        from streamscore.runners.onnx import OnnxRunner
+
+        plugins = cls()
+        plugins.runners.register("onnx", OnnxRunner)
+        plugins.engines.register("confluent-kafka", KafkaEngine)
+        plugins.destinations.register("kafka", kafka_topic)
+        return plugins
