@@ -31,6 +31,9 @@ from streamscore.server import Health
 
 log = logging.getLogger(__name__)
 
+EXIT_MARGIN = 0.1
+"""Seconds of the stop bound kept for the exit itself (closing clients, returning)."""
+
 RESUME_FRACTION = 0.75
 """Paused partitions resume once the uncommitted events fall below this share of the window."""
 
@@ -48,7 +51,7 @@ class Totals:
 class Pipeline:
     def __init__(self, source: Source, scorer: Scorer, outputs: Outputs, committer: Committer,
                  batcher: Batcher[SourceMessage], breaker: Breaker, batching: BatchingSettings,
-                 metrics: Metrics, health: Health | None = None) -> None:
+                 metrics: Metrics, health: Health | None = None, leave_timeout: float = 10.0) -> None:
         self.source = source
         self.scorer = scorer
         self.outputs = outputs
@@ -58,6 +61,8 @@ class Pipeline:
         self.batching = batching
         self.metrics = metrics
         self.health = health or Health()
+        self.leave_timeout = leave_timeout
+        """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.totals = Totals(decisions={label: 0 for label in scorer.policy.labels})
         self._commit_interval = batching.commit_interval_ms / 1000.0
         self._next_commit = 0.0
@@ -76,10 +81,13 @@ class Pipeline:
         a model down past ``breaker.max_outage_s``) after committing only what is safe to commit.
         """
         self.start()
+        stopping: Deadline | None = None
         try:
             while not stop.is_set():
                 self.step()
             self.health.ready = False
+            # one budget from here to the exit: the drain's share, then leaving the group
+            stopping = Deadline(self.batching.drain_timeout_s + self.leave_timeout - EXIT_MARGIN)
             return self.drain(Deadline(self.batching.drain_timeout_s))
         except BaseException:
             self._failed = True
@@ -87,7 +95,7 @@ class Pipeline:
             self.committer.fail()
             raise
         finally:
-            self.source.close()
+            self.source.close(self.leave_timeout if stopping is None else stopping.remaining())
 
     def start(self) -> None:
         """Join the consumer group; ``run`` calls it, tests driving ``step`` call it themselves."""

@@ -87,7 +87,7 @@ class Service:
                                     engine.transactions)
         scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
         self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
-                                 self.metrics, self.health)
+                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
         return self.pipeline
 
     def run(self, stop: threading.Event | None = None) -> int:

@@ -23,7 +23,7 @@ from streamscore.core.features import FeatureExtractor, gather
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records
 from streamscore.errors import ModelUnavailable
-from streamscore.runners.base import ModelRunner
+from streamscore.core.model import ModelRunner
 
 log = logging.getLogger(__name__)
 

@@ -236,7 +236,10 @@ class ExactlyOnce(Committer):
             log.warning("transaction aborted (%s): re-reading its input from the last committed positions", why)
         if self.in_transaction:
             self.in_transaction = False
-            self.transactions.abort_transaction(deadline.remaining())
+            try:
+                self.transactions.abort_transaction(deadline.remaining())
+            except TransactionAborted as exc:  # out of time: the broker aborts it at its timeout
+                log.warning("could not abort the transaction (%s); the broker aborts it when it times out", exc)
         rewind = {tp: pos for tp, pos in self.restart_at.items() if tp in self.assigned}
         for m in self.batcher.take() or []:  # consumed, never scored: they are re-read too
             tp = cast(TopicPartition, (m.topic(), m.partition()))

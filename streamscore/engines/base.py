@@ -47,9 +47,9 @@ class Source(Protocol):
     def group_metadata(self) -> object:
         """The consumer group's metadata, which a transaction's offsets are committed under."""
 
-    def close(self) -> None:
-        """Leave the group (revoking what is owned) and release the client, waiting at most the
-        session timeout: past it the group notices the departure anyway."""
+    def close(self, timeout: float) -> None:
+        """Leave the group (revoking what is owned) and release the client, waiting at most
+        ``timeout`` seconds: past the session timeout the group notices the departure anyway."""
 
 
 class Producer(Protocol):

@@ -180,11 +180,10 @@ class KafkaSource:
                 raise BrokerError(f"offset commit failed for {tp.topic}[{tp.partition}]: {tp.error.str()}",
                                   tp.error.code())
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float) -> None:
         """``Consumer.close`` has no time limit (a member leaving mid-rebalance was seen waiting in it
-        for over 60 s); it runs on a helper thread, abandoned after ``timeout`` (default: the session
-        timeout, when the group has evicted this member anyway), so that shutdown stays bounded."""
-        timeout = self.settings.session_timeout_ms / 1000 if timeout is None else timeout
+        for over 60 s); it runs on a helper thread, abandoned after ``timeout``, so that shutdown
+        stays bounded."""
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return

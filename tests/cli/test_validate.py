@@ -142,3 +142,32 @@ def test_secrets_from_the_environment_never_reach_the_output(tmp_path: Path, goo
                                 capture_output=True, text=True, timeout=60, env=env, check=False)
         assert secret not in result.stdout + result.stderr
         assert "model ok" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), [
+    ("producer", "acks", "1", "kafka.producer: acks must be 'all' (or -1)"),
+    ("client", "enable.idempotence", "false", "kafka.client: enable.idempotence must be 'true'"),
+    ("consumer", "enable.auto.commit", "true", "kafka.consumer: enable.auto.commit must be 'false'"),
+    ("producer", "transactional.id", "mine", "kafka.producer: transactional.id is not a passthrough setting"),
+    ("client", "transactional.id", "mine", "kafka.client: transactional.id is not a passthrough setting"),
+])
+def test_validate_refuses_what_run_would_refuse(tmp_path: Path, good_model: Path, section: str, key: str,
+                                                value: str, expected: str) -> None:
+    """A passthrough value against the delivery guarantee: one line naming the key, from both commands."""
+    config = write(tmp_path, good_model, **{f"kafka__{section}": {key: value}})
+    for command in (["validate", "-c", str(config), "--skip-broker"], ["run", "-c", str(config)]):
+        result = run_cli(*command)
+        assert result.returncode == 2, result.stderr
+        assert expected in one_error_line(result)
+
+
+def test_a_passthrough_value_that_repeats_the_guarantee_is_accepted(tmp_path: Path, good_model: Path) -> None:
+    config = write(tmp_path, good_model, kafka__producer={"acks": "-1", "enable.idempotence": "true"})
+    result = run_cli("validate", "-c", str(config), "--skip-broker")
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_unknown_model_kind_is_refused(tmp_path: Path, good_model: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model, model__kind="tensorflow")), "--skip-broker")
+    assert result.returncode == 2
+    assert "model.kind: unknown kind 'tensorflow' (expected one of: onnx)" in one_error_line(result)

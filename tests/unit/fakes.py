@@ -102,7 +102,8 @@ class FakeSource:
     def headers(self, message: Any) -> list[tuple[str, bytes | None]]:
         return list(message.headers() or [])
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
+        assert timeout > 0
         self.closed = True
 
     def committed(self) -> dict[tuple[str, int], int]:
@@ -178,7 +179,7 @@ def messages(per_partition: int, partitions: int = 3, bad_every: int = 0) -> lis
 
 
 def pipeline(source: FakeSource, sink: FakeSink, s: Settings, runner: ModelRunner | None = None,
-             transactions: Transactions | None = None) -> Pipeline:
+             transactions: Transactions | None = None, leave_timeout: float = 10.0) -> Pipeline:
     """The stages wired as the service wires them, over the fakes."""
     metrics = Metrics()
     outputs = Outputs([KafkaTopic(sink, s.kafka.destination_topic)], KafkaDeadLetters(sink, s.kafka.dead_letter_topic))
@@ -186,7 +187,8 @@ def pipeline(source: FakeSource, sink: FakeSink, s: Settings, runner: ModelRunne
     committer = build_committer(s.delivery, source, outputs, batcher, metrics, s.batching.drain_timeout_s,
                                 transactions)
     scorer = Scorer(ScoringSpec.from_settings(s), runner or FirstColumnRunner())
-    return Pipeline(source, scorer, outputs, committer, batcher, Breaker(s.breaker), s.batching, metrics)
+    return Pipeline(source, scorer, outputs, committer, batcher, Breaker(s.breaker), s.batching, metrics,
+                    leave_timeout=leave_timeout)
 
 
 def run_until_consumed(p: Pipeline, source: FakeSource, total: int, max_steps: int = 10_000) -> None:
