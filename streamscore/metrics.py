@@ -6,15 +6,18 @@ observations at once (numpy bucketing) instead of one Python call per event.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+from streamscore.core.records import ScoredBatch
 
 LATENCY_BUCKETS = (
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
@@ -78,6 +81,24 @@ class MetricDescription:
     help: str
 
 
+@dataclass(slots=True)
+class Totals:
+    """Running counts, for the demo's progress line and the shutdown log."""
+
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, size: int, result: ScoredBatch, labels: Sequence[str], decisions: Sequence[int]) -> None:
+        """One scored batch, with its count per decision label (``Metrics.count_batch``)."""
+        self.consumed += size
+        self.scored += result.decisions.size
+        self.dead_lettered += len(result.rejections)
+        for label, count in zip(labels, decisions, strict=True):
+            self.decisions[label] = self.decisions.get(label, 0) + count
+
+
 class Metrics:
     """The service's metrics; one instance per process, passed to the stages that report."""
 
@@ -132,6 +153,17 @@ class Metrics:
             self.consumer_lag.remove(topic, str(partition))
         except KeyError:
             pass
+
+    def count_batch(self, size: int, result: ScoredBatch, labels: Sequence[str]) -> list[int]:
+        """One scored batch: consumed, scored, batch size, inference time, decisions, dead letters by
+        reason; returns the count per decision label."""
+        self.consumed.inc(size)
+        self.scored.inc(result.decisions.size)
+        self.batch_size.observe(size)
+        self.inference_seconds.observe(result.inference_seconds)
+        for reason, count in collections.Counter(r.reason for r in result.rejections).items():
+            self.dead_lettered.labels(str(reason)).inc(count)
+        return self.count_decisions(labels, result.decisions)
 
     def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> list[int]:
         """Count a batch's decisions (label indices); returns the count per label."""

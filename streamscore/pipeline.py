@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from streamscore.breaker import Breaker
 from streamscore.config import BatchingSettings
@@ -23,29 +21,17 @@ from streamscore.core.records import ScoredBatch, SourceMessage, TopicPartition
 from streamscore.core.scorer import Scorer
 from streamscore.delivery.committers import Committer
 from streamscore.delivery.deadline import Deadline
+from streamscore.delivery.pausing import Pausing
 from streamscore.destinations.base import Outputs
 from streamscore.engines.base import Source
 from streamscore.errors import ModelUnavailable
-from streamscore.metrics import Metrics
+from streamscore.metrics import Metrics, Totals
 from streamscore.server import Health
 
 log = logging.getLogger(__name__)
 
 EXIT_MARGIN = 0.1
 """Seconds of the stop bound kept for the exit itself (closing clients, returning)."""
-
-RESUME_FRACTION = 0.75
-"""Paused partitions resume once the uncommitted events fall below this share of the window."""
-
-
-@dataclass(slots=True)
-class Totals:
-    """Running counts, for the demo's progress line and the shutdown log."""
-
-    consumed: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    decisions: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -67,7 +53,7 @@ class Pipeline:
         self._commit_interval = batching.commit_interval_ms / 1000.0
         self._next_commit = 0.0
         self._failed = False
-        self._paused = False
+        self.pausing = Pausing(source, batching.max_in_flight)
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -111,7 +97,7 @@ class Pipeline:
         self.health.beat()
         self.committer.check()
         window_full = self.committer.tracker.uncommitted >= self.batching.max_in_flight
-        self._apply_backpressure(window_full)
+        self.pausing.update(sorted(self.committer.assigned), self.committer.tracker.uncommitted, self.breaker.open)
         if self.breaker.retry_due:
             self._retry()
         self._consume_once()
@@ -119,7 +105,7 @@ class Pipeline:
         self.committer.finish_completed()
         if window_full or time.monotonic() >= self._next_commit:
             self.committer.commit()
-            self._report_lag()
+            self.committer.report_lag()
             self._next_commit = time.monotonic() + self._commit_interval
 
     def drain(self, deadline: Deadline) -> bool:
@@ -128,18 +114,6 @@ class Pipeline:
         if pending:
             self._process(pending)
         return self.committer.settle(deadline)
-
-    def _apply_backpressure(self, window_full: bool) -> None:
-        assigned = sorted(self.committer.assigned)
-        if (window_full or self.breaker.open) and not self._paused:
-            self._paused = True
-            self.source.pause(assigned)
-            log.debug("partitions paused (%d uncommitted, model %s)", self.committer.tracker.uncommitted,
-                      "down" if self.breaker.open else "up")
-        elif (self._paused and not self.breaker.open
-              and self.committer.tracker.uncommitted < self.batching.max_in_flight * RESUME_FRACTION):
-            self._paused = False
-            self.source.resume(assigned)
 
     def _consume_once(self) -> None:
         batcher = self.batcher
@@ -177,22 +151,8 @@ class Pipeline:
         letters = [self.scorer.dead_letter(batch[r.index], r, self.source.headers(batch[r.index]))
                    for r in result.rejections]
         self.outputs.write(keys, result, letters, ticket.ack)
-        self._count(len(batch), result)
-
-    def _count(self, size: int, result: ScoredBatch) -> None:
-        m, t = self.metrics, self.totals
-        m.consumed.inc(size)
-        m.scored.inc(result.decisions.size)
-        m.batch_size.observe(size)
-        m.inference_seconds.observe(result.inference_seconds)
         labels = self.scorer.policy.labels
-        for label, count in zip(labels, m.count_decisions(labels, result.decisions), strict=True):
-            t.decisions[label] += count
-        for reason, count in Counter(r.reason for r in result.rejections).items():
-            m.dead_lettered.labels(str(reason)).inc(count)
-        t.consumed += size
-        t.scored += result.decisions.size
-        t.dead_lettered += len(result.rejections)
+        self.totals.add(len(batch), result, labels, self.metrics.count_batch(len(batch), result, labels))
 
     # -- the model breaker ----------------------------------------------------------------------
 
@@ -219,19 +179,11 @@ class Pipeline:
         if batch and result is not None:
             self._emit(batch, result)
 
-    def _report_lag(self) -> None:
-        """Consumer lag per partition: the high watermark from the last fetch minus the position the
-        group would resume from. Partitions that delivered nothing since assignment are not reported."""
-        restart_at = self.committer.restart_at
-        for (topic, partition), high in self.source.high_watermarks(sorted(restart_at)).items():
-            self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - restart_at[(topic, partition)]))
-
     # -- rebalances (run inside source.poll) ------------------------------------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self.committer.assign(partitions)
-        if self._paused:  # joins paused, like the partitions it joins
-            self.source.pause(partitions)
+        self.pausing.joined(partitions)
         log.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:

@@ -4,7 +4,7 @@
 
 The delay is added to every batch the model scores (not to the warm-up), by wrapping the ONNX
 runner that ``streamscore run`` would build; everything else is the production service. It logs
-the pipeline's backpressure (``streamscore.pipeline`` at DEBUG) so a scenario can see partitions
+the backpressure (``streamscore.delivery.pausing`` at DEBUG) so a scenario can see partitions
 being paused. Kept out of the ``streamscore`` package: production code has no delay hook.
 """
 
@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, required=True, help="seconds added to every model call")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("streamscore.pipeline").setLevel(logging.DEBUG)
+    logging.getLogger("streamscore.delivery.pausing").setLevel(logging.DEBUG)
     try:
         settings = load_settings(args.config)
         stop = threading.Event()

@@ -20,10 +20,10 @@ from streamscore.config import DecisionSettings, FeatureSettings, Settings
 from streamscore.core.decisions import DecisionPolicy
 from streamscore.core.decode import decode
 from streamscore.core.features import FeatureExtractor, gather
+from streamscore.core.model import ModelRunner
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records
 from streamscore.errors import ModelUnavailable
-from streamscore.core.model import ModelRunner
 
 log = logging.getLogger(__name__)
 

@@ -112,6 +112,13 @@ class Committer:
         """Another member owns them now: nothing of theirs may be committed here."""
         self.forget(partitions)
 
+    def report_lag(self) -> None:
+        """Consumer lag per partition: the high watermark from the last fetch minus the position the
+        group would resume from. Partitions that delivered nothing since assignment are not reported."""
+        restart_at = self.restart_at
+        for (topic, partition), high in self.source.high_watermarks(sorted(restart_at)).items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - restart_at[(topic, partition)]))
+
     def _committed(self, positions: dict[TopicPartition, int], final: bool) -> None:
         self.tracker.mark_committed(positions)
         self.restart_at.update(positions)

@@ -24,7 +24,7 @@ from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
-from streamscore.pipeline import Totals
+from streamscore.metrics import Totals
 from streamscore.service import Service
 
 log = logging.getLogger(__name__)
