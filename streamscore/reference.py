@@ -40,7 +40,7 @@ def config_reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        f"Generated from the settings model (`streamscore/config.py`) by `{REGENERATE}`; a test fails",
+        f"Generated from the settings model (`streamscore/config/`) by `{REGENERATE}`; a test fails",
         "when this file and the model disagree. `streamscore/demo/config.yaml` is a complete example.",
         "",
         f"Every key can be set from the environment: `{ENV_PREFIX}` + the path in upper case with `__`",

@@ -1,4 +1,5 @@
-"""The librdkafka source's shutdown: leaving the group is bounded even when the client hangs."""
+"""The confluent-kafka edge without a broker: client settings, bounded shutdown, transactional calls sorted
+into retry / abort / fatal, delivery reports and consume errors turned into streamscore's errors."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ import threading
 
 import pytest
 
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
 from streamscore.config import KafkaSettings
-from streamscore.engines.kafka import KafkaSource
+from streamscore.engines.kafka import KafkaSink, KafkaSource, _consume_error, _reporting, consumer_config, producer_config
+from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
+
+SETTINGS = KafkaSettings(source_topics=["in"], destination_topic="out", dead_letter_topic="dlq",
+                         client={"client.id": "c", "enable.idempotence": "true"}, consumer={"fetch.wait.max.ms": "10"},
+                         producer={"linger.ms": "20", "acks": "-1"})
 
 
 class StuckConsumer:
@@ -52,3 +62,95 @@ def test_close_waits_for_a_client_that_finishes(caplog: pytest.LogCaptureFixture
     assert consumer.closed
     assert caplog.text == ""
     source.close(30)  # a second close is a no-op
+
+
+def test_client_settings_merge_defaults_passthrough_and_forced_keys() -> None:
+    consumer = consumer_config(SETTINGS)
+    assert consumer["fetch.wait.max.ms"] == "10" and consumer["client.id"] == "c"
+    assert consumer["enable.auto.commit"] is False and consumer["enable.auto.offset.store"] is False
+    producer = producer_config(SETTINGS, 1000, 1_000_000, transactional_id="tx")
+    assert producer["linger.ms"] == "20", "a passthrough value overrides a default"
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True, "forced keys are set as required"
+    assert producer["transactional.id"] == "tx"
+    assert "transactional.id" not in producer_config(SETTINGS, 1000, 1_000_000)
+
+
+class ScriptedProducer:
+    """Raises the given KafkaErrors from ``commit_transaction``, one per call, then succeeds."""
+
+    def __init__(self, *errors: KafkaError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls += 1
+        if self.errors:
+            raise KafkaException(self.errors.pop(0))
+
+
+def sink_with(producer: ScriptedProducer) -> KafkaSink:
+    sink = KafkaSink(SETTINGS, 1000, 1_000_000, transactional_id="tx")
+    sink._producer = producer  # type: ignore[assignment]  # stands in for the librdkafka client
+    return sink
+
+
+def test_retriable_transactional_errors_are_retried() -> None:
+    producer = ScriptedProducer(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
+    sink_with(producer).commit_transaction({}, object(), timeout=5)
+    assert producer.calls == 2
+
+
+def test_errors_kafka_says_to_abort_on_become_transaction_aborted() -> None:
+    producer = ScriptedProducer(KafkaError(KafkaError._STATE, "coordinator moved", txn_requires_abort=True))
+    with pytest.raises(TransactionAborted, match="coordinator moved") as info:
+        sink_with(producer).commit_transaction({}, object(), timeout=5)
+    assert info.value.code == KafkaError._STATE and producer.calls == 1
+
+
+def test_fatal_and_exhausted_transactional_errors_become_delivery_errors() -> None:
+    fenced = ScriptedProducer(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    with pytest.raises(DeliveryError, match="committing the transaction failed: fenced"):
+        sink_with(fenced).commit_transaction({}, object(), timeout=5)
+    slow = ScriptedProducer(*[KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)] * 3)
+    with pytest.raises(DeliveryError, match="slow"):
+        sink_with(slow).commit_transaction({}, object(), timeout=5)
+    assert slow.calls == 3
+
+
+def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
+    seen: list[Any] = []
+    report = _reporting(seen.append)
+    report(None, object())
+    report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), object())
+    assert seen[0] is None
+    assert isinstance(seen[1], DeliveryError) and seen[1].code == KafkaError.MSG_SIZE_TOO_LARGE
+    assert "too large" in str(seen[1])
+
+
+class ErrorMessage:
+    def __init__(self, error: KafkaError | None) -> None:
+        self._error = error
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+def test_consume_errors_are_skipped_unless_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    assert _consume_error(ErrorMessage(None)) is False
+    with caplog.at_level(logging.WARNING, logger="streamscore.engines.kafka"):
+        assert _consume_error(ErrorMessage(KafkaError(KafkaError._PARTITION_EOF, "end of partition"))) is True
+    assert "end of partition" in caplog.text
+    with pytest.raises(BrokerError, match="consumer fatal error: gone") as info:
+        _consume_error(ErrorMessage(KafkaError(KafkaError._FATAL, "gone", fatal=True)))
+    assert info.value.code == KafkaError._FATAL
+
+
+class BadHeaders:
+    def headers(self) -> Any:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_unreadable_headers_are_replaced_by_a_note() -> None:
+    source = KafkaSource(SETTINGS)
+    headers = source.headers(BadHeaders())  # type: ignore[arg-type]
+    assert headers == [("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
