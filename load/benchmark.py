@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,9 +142,11 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
     return done / elapsed, done
 
 
-def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path, workers: int = 1) -> float:
-    """``streamscore run [--workers N]`` as a subprocess; timed from the first consumed event to the
-    last commit, summed over the workers' metrics (ports base .. base + N - 1)."""
+def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path, workers: int = 1,
+                checkout: Path | None = None) -> float:
+    """``streamscore run [--workers N]`` as a subprocess (the package from ``checkout`` when given, so
+    another commit runs on the same events); timed from the first consumed event to the last commit,
+    summed over the workers' metrics (ports base .. base + N - 1)."""
     port = free_port()
     while any(_in_use(port + i) for i in range(1, workers)):
         port = free_port()
@@ -157,8 +160,9 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
     config["metrics"] = {"host": "127.0.0.1", "port": port}
     path = workdir / "streamscore.yaml"
     path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(checkout)} if checkout else None
     proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(path), "--workers", str(workers)],
-                            stdout=subprocess.DEVNULL, stderr=(workdir / "streamscore.log").open("wb"))
+                            stdout=subprocess.DEVNULL, stderr=(workdir / "streamscore.log").open("wb"), env=env)
     try:
         started = ended = 0.0
         while not ended:
@@ -203,6 +207,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("load/results/benchmark.json"))
     parser.add_argument("--workers", type=int, nargs="*", default=[],
                         help="also run streamscore with these worker counts (e.g. 1 2) on the same events")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another commit (git worktree add DIR COMMIT): its streamscore runs "
+                             "alternately with this one on the same events, --rounds times each")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --baseline")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     with contextlib.ExitStack() as stack:
@@ -213,6 +221,10 @@ def main() -> None:
         outs = {name: f"bench-{name}-{run}" for name in ("ceiling", "naive", "streamscore", "dlq")}
         for n in args.workers:
             outs |= {f"workers{n}": f"bench-workers{n}-{run}", f"dlq{n}": f"bench-dlq{n}-{run}"}
+        rounds = [(f"{who}{r}", checkout) for r in range(args.rounds if args.baseline else 0)
+                  for who, checkout in (("baseline", args.baseline), ("current", None))]
+        for name, _ in rounds:
+            outs |= {name: f"bench-{name}-{run}", f"dlq-{name}": f"bench-dlq-{name}-{run}"}
         create_topics(bootstrap, {source: PARTITIONS, **{t: PARTITIONS for t in outs.values()}})
         print(f"producing {args.events:,} events to {source} ...", flush=True)
         produce_all(bootstrap, source, TransactionGenerator(seed=42, malformed_rate=0.002).encoded(args.events))
@@ -230,6 +242,12 @@ def main() -> None:
             results[f"streamscore_workers_{n}"] = _checked(
                 lambda n=n: streamscore(bootstrap, source, outs[f"workers{n}"], outs[f"dlq{n}"], args.events, workdir, n),
                 bootstrap, [outs[f"workers{n}"], outs[f"dlq{n}"]], args.events)
+        for name, checkout in rounds:
+            print(f"streamscore, {name} ...", flush=True)
+            results[name] = _checked(
+                lambda name=name, checkout=checkout: streamscore(
+                    bootstrap, source, outs[name], outs[f"dlq-{name}"], args.events, workdir, checkout=checkout),
+                bootstrap, [outs[name], outs[f"dlq-{name}"]], args.events)
         print(f"naive (for {args.naive_seconds:g} s) ...", flush=True)
         with as_file(files("streamscore.demo") / "config.yaml") as demo:
             rate, done = naive(bootstrap, source, outs["naive"], Path(demo), args.naive_seconds)
@@ -245,10 +263,17 @@ def main() -> None:
         "ratios": {"streamscore_over_ceiling": round(s / c, 3), "streamscore_over_naive": round(s / n, 1)},
     }
     print(f"\n{'variant':<24} {'events/s':>12}  {'events':>9}  outputs counted")
-    for name in ("ceiling", "naive", "streamscore", *(f"streamscore_workers_{n}" for n in args.workers)):
+    for name in ("ceiling", "naive", "streamscore", *(f"streamscore_workers_{n}" for n in args.workers),
+                 *(name for name, _ in rounds)):
         r = results[name]
         print(f"{name:<24} {r['events_per_second']:>12,}  {r['events']:>9,}  {r['outputs_counted']:,}")
     print(f"\nstreamscore / ceiling = {s / c:.2f}    streamscore / naive = {s / n:.0f}x")
+    if rounds:
+        medians = {who: statistics.median(results[name]["events_per_second"] for name, _ in rounds
+                                          if name.startswith(who)) for who in ("baseline", "current")}
+        report["baseline"] = {"checkout": str(args.baseline), "median_events_per_second": medians}
+        print(f"median of {args.rounds} alternating rounds: baseline {medians['baseline']:,.0f}/s, "
+              f"current {medians['current']:,.0f}/s (current / baseline = {medians['current'] / medians['baseline']:.2f})")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"figures written to {args.output}")
