@@ -13,6 +13,7 @@ lost partition must drop them too.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 import time
 from collections.abc import Sequence
 from typing import cast
@@ -34,7 +35,7 @@ MAX_ABORTS_IN_A_ROW = 5
 """Exactly-once: after this many transactions in a row fail, stop (exit non-zero) rather than loop."""
 
 
-class Committer:
+class Committer(ABC):
     """What both modes share: tracking, ownership, settling in-flight outputs. Subclasses commit."""
 
     def __init__(self, source: Source, outputs: Outputs, batcher: Batcher[SourceMessage], metrics: Metrics,
@@ -131,17 +132,17 @@ class Committer:
 
     # -- what each mode does its own way ------------------------------------------------------
 
+    @abstractmethod
     def check(self) -> None:
-        """React to an output the destination refused."""
-        raise NotImplementedError
+        """React to an output a destination refused."""
 
+    @abstractmethod
     def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
         """Commit what may be committed, within ``deadline`` (default: ``commit_timeout``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fail(self) -> None:
         """On the way out after an error: keep what is safe to keep, never more."""
-        raise NotImplementedError
 
 
 class AtLeastOnce(Committer):
