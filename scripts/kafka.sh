@@ -3,14 +3,15 @@
 # JVM) on 127.0.0.1, its data and logs on disk. Needs Java 17+; Maven for `fetch` only.
 #
 #   scripts/kafka.sh fetch                                  # the broker's jars, once (later runs are offline)
-#   scripts/kafka.sh start --port PORT --data DIR [--advertised HOST:PORT] [--timeout SECONDS]
+#   scripts/kafka.sh start --port PORT --data DIR [--advertised HOST:PORT] [--timeout SECONDS] [--watch PID]
 #   scripts/kafka.sh stop --data DIR [--timeout SECONDS]
 #   scripts/kafka.sh version | libs                         # the pinned version, the jar folder
 #
 # `start` formats the storage when DIR is new (a restart on the same DIR keeps the data and the
 # controller port), starts the broker in the background, waits until it reports itself started,
 # then prints `bootstrap=127.0.0.1:PORT` and `pid=PID`. DIR holds server.properties, data/,
-# broker.log and kafka.pid. The version is pinned in scripts/kafka/pom.xml (kafka.version).
+# broker.log and kafka.pid. With --watch PID the broker is stopped (SIGKILL) once process PID is
+# gone, so a test run killed midway leaves no broker behind. The version is pinned in scripts/kafka/pom.xml (kafka.version).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 POM="$ROOT/scripts/kafka/pom.xml"
@@ -88,13 +89,14 @@ running() {  # DIR: the broker's PID when it runs
 }
 
 start() {
-    local port="" dir="" advertised="" timeout=90
+    local port="" dir="" advertised="" timeout=90 watch=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --port) port="$2"; shift 2 ;;
             --data) dir="$2"; shift 2 ;;
             --advertised) advertised="$2"; shift 2 ;;
             --timeout) timeout="$2"; shift 2 ;;
+            --watch) watch="$2"; shift 2 ;;
             *) die "start: unknown argument $1" ;;
         esac
     done
@@ -120,6 +122,10 @@ start() {
         >> "$dir/broker.log" 2>&1 < /dev/null &
     local pid=$!
     echo "$pid" > "$dir/kafka.pid"
+    if [ -n "$watch" ]; then
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null' \
+            watch "$watch" "$pid" > /dev/null 2>&1 < /dev/null &
+    fi
     local deadline=$(( SECONDS + timeout ))
     until tail -c +"$offset" "$dir/broker.log" | grep -q "Kafka Server started"; do
         alive "$pid" || die "the broker exited at start:$(printf '\n'; tail -c +"$offset" "$dir/broker.log" | tail -30)"
