@@ -86,6 +86,8 @@ class Env:
     workdir: Path
     external: str | None = None
     seed: int = 0
+    kind: str | None = None
+    """The broker to start, ``tansu`` or ``kafka`` (default: ``STREAMSCORE_TEST_BROKER``, else tansu)."""
     logs: list[Path] = field(default_factory=list)
     processes: list[ServiceProcess] = field(default_factory=list)
 
@@ -97,13 +99,12 @@ class Env:
     @contextlib.contextmanager
     def broker(self, own: bool = False, advertised_port: int | None = None,
                ) -> Iterator[tuple[str, EmbeddedBroker | KafkaBroker | None]]:
-        """(bootstrap, broker): the external one unless ``own``, else a fresh broker of
-        ``STREAMSCORE_TEST_BROKER``'s kind (Tansu by default)."""
+        """(bootstrap, broker): the external one unless ``own``, else a fresh broker of ``kind``."""
         if self.external and not own:
             yield self.external, None
             return
         advertised = f"127.0.0.1:{advertised_port}" if advertised_port else None
-        with make_broker(self.workdir, advertised=advertised) as broker:
+        with make_broker(self.workdir, self.kind, advertised=advertised) as broker:
             yield broker.bootstrap_servers, broker
 
     def service(self, config: Path, entry: tuple[str, ...] | None = None) -> ServiceProcess:
