@@ -51,6 +51,7 @@ def measure(args: argparse.Namespace, bootstrap: str, name: str) -> None:
     while not consumer.assignment():
         consumer.poll(0.1)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    _warm_up(producer, consumer, topic, partitions=4)
 
     def produce() -> None:
         for _ in range(args.messages):
@@ -71,6 +72,20 @@ def measure(args: argparse.Namespace, bootstrap: str, name: str) -> None:
     ms = np.array(latencies)
     print(f"{name}: fetch.wait.max.ms={args.fetch_wait_ms}: p50 {np.percentile(ms, 50):.1f} ms, "
           f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms over {len(ms)} messages")
+
+
+def _warm_up(producer: Producer, consumer: Consumer, topic: str, partitions: int, timeout: float = 60.0) -> None:
+    """One record per partition, produced and consumed before the timed ones: the first fetch of a
+    fresh group (offset lookups) and the producer's first metadata request are not broker latency."""
+    for partition in range(partitions):
+        producer.produce(topic, b"warm-up", partition=partition)
+    producer.flush(timeout)
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < partitions and time.monotonic() < deadline:
+        seen.update(m.partition() for m in consumer.consume(100, 0.1) if m.error() is None)
+    if len(seen) < partitions:
+        raise SystemExit(f"warm-up records not consumed within {timeout:g}s")
 
 
 if __name__ == "__main__":
