@@ -2,6 +2,12 @@
 # The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) when it is
 # missing, the virtualenv with the test dependencies, then pytest. CI (.ci/run) runs exactly this.
 # Arguments go to pytest, e.g. ./scripts/test.sh tests/unit -q
+#
+# With no arguments (CI) pytest runs twice: everything on the embedded broker (Tansu), then the
+# integration and fault suites again on Apache Kafka (scripts/kafka.sh; its jars are fetched once
+# with Maven, needs Java 17). With arguments, or with STREAMSCORE_TEST_BROKER (tansu|kafka) or
+# STREAMSCORE_TEST_BOOTSTRAP set, it runs once, e.g.
+#   STREAMSCORE_TEST_BROKER=kafka ./scripts/test.sh tests/integration tests/faults
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
@@ -9,4 +15,14 @@ if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq stunnel4 >/dev/null
 fi
-python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest "$@"
+python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+if [ $# -gt 0 ] || [ -n "${STREAMSCORE_TEST_BROKER:-}${STREAMSCORE_TEST_BOOTSTRAP:-}" ]; then
+    [ "${STREAMSCORE_TEST_BROKER:-}" != kafka ] || ./scripts/kafka.sh fetch
+    exec .venv/bin/python -m pytest "$@"
+fi
+./scripts/kafka.sh fetch
+status=0
+.venv/bin/python -m pytest || status=$?
+echo "--- the integration and fault suites on Apache Kafka $(./scripts/kafka.sh version)"
+STREAMSCORE_TEST_BROKER=kafka .venv/bin/python -m pytest tests/integration tests/faults || status=$?
+exit "$status"

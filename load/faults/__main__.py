@@ -3,9 +3,11 @@
     python -m load.faults                                   # every scenario, full sizes
     python -m load.faults --scenario kill9 --events 200000 --faults 10 --json out.json
     python -m load.faults --size ci                         # the sizes the pytest suite uses
+    python -m load.faults --broker kafka                    # on Apache Kafka (scripts/kafka.sh fetch first)
 
-Against a fresh embedded broker per scenario (the freeze and unwritable-destination scenarios
-always start their own); ``--bootstrap-servers`` runs the others on an external cluster.
+Against a fresh broker per scenario, Tansu (embedded) unless ``--broker kafka`` (default:
+``STREAMSCORE_TEST_BROKER``); the freeze and unwritable-destination scenarios always start their
+own, ``--bootstrap-servers`` runs the others on an external cluster.
 Exits 1 when any scenario breaks an invariant (lost events, duplicates past the bound, ...).
 """
 
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from load.brokers import KINDS, broker_kind
 from load.faults.scenarios import SCENARIOS, Env, Result, Size
 
 
@@ -42,6 +45,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, help="override the input rate (events/s; 0 = backlog first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--broker", choices=KINDS, default=None,
+                        help="broker each scenario starts (default: STREAMSCORE_TEST_BROKER, else tansu)")
     parser.add_argument("--keep", action="store_true", help="keep the service and broker logs")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -53,7 +58,7 @@ def main() -> int:
         size = getattr(scenario, args.size)
         size = dataclasses.replace(size, **{k: v for k, v in (("events", args.events), ("faults", args.faults),
                                                                ("rate", args.rate)) if v is not None})
-        env = Env(workdir / name, args.bootstrap_servers, args.seed)
+        env = Env(workdir / name, args.bootstrap_servers, args.seed, kind=args.broker or broker_kind())
         env.workdir.mkdir(parents=True)
         started = time.monotonic()
         try:

@@ -1,7 +1,8 @@
 """Integration fixtures: a real broker, real service processes, real ONNX models.
 
-The broker is the embedded one (Tansu) unless ``STREAMSCORE_TEST_BOOTSTRAP`` names another
-(for example an Apache Kafka cluster); every test makes its own topics and group.
+The broker is started for the session: Tansu (embedded, the default) or, with
+``STREAMSCORE_TEST_BROKER=kafka``, Apache Kafka (``scripts/kafka.sh``). ``STREAMSCORE_TEST_BOOTSTRAP``
+names an external cluster instead. Every test makes its own topics and group.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from load.brokers import make_broker
 from load.faults.harness import ServiceProcess, Topics, make_topics
 from load.faults.harness import write_config as write_scenario_config
-from streamscore.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    log_file = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_file=log_file) as broker:
+    with make_broker(tmp_path_factory.mktemp("broker")) as broker:
         yield broker.bootstrap_servers
 
 

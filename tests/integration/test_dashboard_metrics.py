@@ -38,11 +38,13 @@ def test_every_metric_the_dashboard_and_alerts_query_is_exported(
     produce(bootstrap, t.source, events)
 
     deadline = time.monotonic() + 30
-    while True:  # labelled series appear once their first event is counted
-        exported = _series_names(proc.metrics())
+    while True:  # labelled series appear once their first event is counted; every event is consumed
+        text = proc.metrics()
+        exported = _series_names(text)
         missing = {name: sorted(where) for name, where in used.items() if name not in exported}
-        if not missing or time.monotonic() > deadline:
+        consumed = samples(text)["streamscore_events_consumed_total"]
+        if (not missing and consumed == len(events)) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert samples(proc.metrics())["streamscore_events_consumed_total"] == len(events)
+    assert consumed == len(events)
     assert not missing, f"queried by the dashboard or the alert rules but not exported: {missing}"

@@ -1,8 +1,9 @@
 """``delivery: exactly_once`` against a real broker: transactions, aborts, kill -9.
 
 The embedded broker does not honour ``read_committed`` (records of aborted transactions stay
-visible), so downstream duplicates can only be ruled out on a broker given by
-``STREAMSCORE_TEST_BOOTSTRAP`` (Apache Kafka); elsewhere those assertions are skipped. What every
+visible) and does not fence a producer whose transactional id a newer one took, so downstream
+duplicates and fencing are checked only on Apache Kafka (``STREAMSCORE_TEST_BROKER=kafka``) or a
+broker given by ``STREAMSCORE_TEST_BOOTSTRAP``; on Tansu those tests are skipped. What every
 broker shows: committed offsets move only with committed transactions, and nothing is lost.
 Repeated ``kill -9`` under exactly-once is the fault scenario ``kill9-exactly-once`` (tests/faults).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from load.brokers import broker_kind
 from tests.integration.conftest import ServiceProcess, Topics
 from tests.integration.kafka_helpers import committed, consume, produce
 from tests.integration.test_service import (
@@ -29,9 +31,9 @@ from tests.integration.test_service import (
 
 pytestmark = pytest.mark.integration
 
-HONOURS_READ_COMMITTED = bool(os.environ.get("STREAMSCORE_TEST_BOOTSTRAP"))
-NO_READ_COMMITTED = "the embedded broker shows aborted records (read_committed is not honoured); " \
-                    "set STREAMSCORE_TEST_BOOTSTRAP to an Apache Kafka cluster to check duplicates"
+HONOURS_READ_COMMITTED = bool(os.environ.get("STREAMSCORE_TEST_BOOTSTRAP")) or broker_kind() == "kafka"
+NO_READ_COMMITTED = "the embedded broker shows aborted records (read_committed is not honoured) and fences " \
+                    "no producer; run with STREAMSCORE_TEST_BROKER=kafka to check duplicates and fencing"
 
 
 def exactly_once_config(write_config: Callable[..., Path], t: Topics, **batching: float) -> Path:
@@ -110,3 +112,33 @@ def test_read_committed_reader_sees_no_duplicates_after_kill_9(
     grouped = by_key(outputs)
     assert set(grouped) == {k for k, _, _ in inputs}
     assert all(len(v) == 1 for v in grouped.values()), "exactly one visible output per input"
+
+
+@pytest.mark.skipif(not HONOURS_READ_COMMITTED, reason=NO_READ_COMMITTED)
+def test_a_second_instance_with_the_same_transactional_id_fences_the_first(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    t = topics(partitions=2)
+    inputs = valid_events(5_000, seed=25)
+    produce(bootstrap, t.source, inputs)
+    # the first instance scores everything inside one open transaction, then waits to commit it
+    first = service(exactly_once_config(write_config, t, commit_interval_ms=60_000, max_in_flight=100_000))
+    first.wait_ready()
+    wait_for(lambda: scored(first) >= len(inputs), 60, "every input scored inside the open transaction")
+
+    # same transactional id and group: its producer fences the first one's, whose transaction is aborted
+    second = service(exactly_once_config(write_config, t))
+    code = first.wait(60)
+    assert code != 0, f"a fenced instance stops with an error:\n{first.log_tail()}"
+    assert "fenced" in first.log().lower(), first.log_tail()
+    second.wait_ready()
+    wait_for(lambda: sum(committed(bootstrap, t.group, t.source, t.partitions).values()) == len(inputs), 60,
+             "the second instance committed every input")
+    second.signal(signal.SIGTERM)
+    assert second.wait(30) == 0, second.log()
+
+    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    grouped = by_key(outputs)
+    assert set(grouped) == {k for k, _, _ in inputs}, "nothing lost"
+    assert all(len(v) == 1 for v in grouped.values()), "the fenced transaction's outputs stay invisible"
