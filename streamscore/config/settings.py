@@ -25,6 +25,9 @@ class BatchingSettings(Section):
     """A batch is scored as soon as it holds this many events..."""
     max_wait_ms: float = Field(default=20.0, ge=0)
     """...or when its first event has waited this long, whichever comes first."""
+    adaptive: bool = True
+    """Also score a batch as soon as the consumer has nothing more buffered: full batches on a
+    backlog, no waiting at low load. ``false``: batches close only by count or time."""
     max_in_flight: int = Field(default=20_000, ge=1)
     """Events consumed but not yet committed; consumption waits above this. Bounds memory and the
     events a crash can make the service score twice (at most this plus one batch)."""
