@@ -1,6 +1,6 @@
 """One command: load generator + ``streamscore run`` + latency probe, with a JSON and PNG report.
 
-    python -m load.run --rate 20000 --duration 60 [--max-wait-ms 5] [--bootstrap-servers host:9092]
+    python -m load.run --rate 20000 --duration 60 [--max-wait-ms 5] [--bootstrap-servers host:9092] [--checkout DIR]
 
 Against the embedded broker unless a bootstrap server is given. The service runs as its own
 process with the demo configuration on fresh topics; the report lands in ``--output-dir``
@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         config = service_config(bootstrap, topics, args, port)
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONPATH": str(args.checkout)} if args.checkout else None
         proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(workdir / "config.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=(workdir / "service.log").open("wb"))
+                                stdout=subprocess.DEVNULL, stderr=(workdir / "service.log").open("wb"), env=env)
         stack.callback(lambda: proc.poll() is None and proc.kill())
         wait_assigned(port, proc)
         probe = LatencyProbe(bootstrap, topics["out"])
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["second"] = round(entry.pop("at") - g.started, 1)
     timeline = [e for e in r.timeline if e["second"] > 0]
     return {
-        "config": {"rate": args.rate, "duration_s": args.duration, "max_wait_ms": args.max_wait_ms,
+        "config": {"checkout": str(args.checkout or "."), "rate": args.rate, "duration_s": args.duration, "max_wait_ms": args.max_wait_ms,
                    "max_batch_size": args.max_batch_size, "provider": args.provider, "partitions": PARTITIONS,
                    "broker": args.bootstrap_servers or "embedded (Tansu)"},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -166,6 +167,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap-servers", default=None)
     parser.add_argument("--output-dir", type=Path, default=Path("load/results"))
+    parser.add_argument("--checkout", type=Path, default=None,
+                        help="run the service from this checkout of another commit (git worktree add DIR COMMIT)")
     args = parser.parse_args()
     report = run(args)
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,9 @@ class Metrics:
         self.uncommitted = Gauge("streamscore_uncommitted_events",
                                  "Events consumed whose offsets are not yet committed (bounded by max_in_flight).",
                                  registry=r)
+        self.pauses = Counter("streamscore_partition_pauses",
+                              "Times consumption was paused: the uncommitted window was full, or the model was down.",
+                              registry=r)
         self.commits = Counter("streamscore_commits", "Offset commits made.", registry=r)
         self.commit_failures = Counter("streamscore_commit_failures", "Offset commits that failed.", registry=r)
         self.delivery_failures = Counter("streamscore_delivery_failures",

@@ -30,6 +30,9 @@ from streamscore.server import Health
 
 log = logging.getLogger(__name__)
 
+COMMIT_EARLY_FRACTION = 0.5
+"""A commit is due, whatever the interval, once this share of the window is uncommitted."""
+
 EXIT_MARGIN = 0.1
 """Seconds of the stop bound kept for the exit itself (closing clients, returning)."""
 
@@ -51,9 +54,10 @@ class Pipeline:
         """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.totals = Totals(decisions={label: 0 for label in scorer.policy.labels})
         self._commit_interval = batching.commit_interval_ms / 1000.0
+        self._commit_early_at = batching.max_in_flight * COMMIT_EARLY_FRACTION
         self._next_commit = 0.0
         self._failed = False
-        self.pausing = Pausing(source, batching.max_in_flight)
+        self.pausing = Pausing(source, batching.max_in_flight, metrics)
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -96,14 +100,16 @@ class Pipeline:
         """
         self.health.beat()
         self.committer.check()
-        window_full = self.committer.tracker.uncommitted >= self.batching.max_in_flight
-        self.pausing.update(sorted(self.committer.assigned), self.committer.tracker.uncommitted, self.breaker.open)
+        uncommitted = self.committer.tracker.uncommitted
+        window_full = uncommitted >= self.batching.max_in_flight
+        self.pausing.update(sorted(self.committer.assigned), uncommitted, self.breaker.open)
         if self.breaker.retry_due:
             self._retry()
         self._consume_once()
         self.outputs.poll(0.05 if window_full else 0)
         self.committer.finish_completed()
-        if window_full or time.monotonic() >= self._next_commit:
+        # commit as soon as half the window is uncommitted, so that a backlog never fills it
+        if uncommitted >= self._commit_early_at or time.monotonic() >= self._next_commit:
             self.committer.commit()
             self.committer.report_lag()
             self._next_commit = time.monotonic() + self._commit_interval
@@ -120,6 +126,9 @@ class Pipeline:
         if self.breaker.open:  # keep what still arrives; nothing is scored until a retry succeeds
             batcher.hold(self.source.poll(batcher.max_size, 0.1))
             return
+        if self.batching.adaptive:
+            self._consume_adaptively()
+            return
         remaining = batcher.remaining()
         timeout = min(max(batcher.max_wait if remaining is None else remaining, 0.001), 0.1)
         messages = self.source.poll(batcher.max_size - len(batcher), timeout)
@@ -129,6 +138,24 @@ class Pipeline:
         due = batcher.take_due()
         if due:
             self._process(due)
+
+    def _consume_adaptively(self) -> None:
+        """Wait only for a batch's first event; then take what the consumer has buffered, and score
+        as soon as it has nothing more, the batch is full or ``max_wait_ms`` has passed. A backlog
+        makes full batches, a trickle single events at once."""
+        batcher = self.batcher
+        if not len(batcher):
+            for batch in batcher.add(self.source.poll(1, 0.1)):  # returns as soon as one event is there
+                self._process(batch)
+            if not len(batcher):
+                return
+        more = self.source.poll(batcher.max_size - len(batcher), 0)
+        for batch in batcher.add(more):
+            self._process(batch)
+        if not more or batcher.remaining() == 0:
+            rest = batcher.take()
+            if rest:
+                self._process(rest)
 
     # -- one batch --------------------------------------------------------------------------
 

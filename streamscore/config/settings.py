@@ -25,6 +25,9 @@ class BatchingSettings(Section):
     """A batch is scored as soon as it holds this many events..."""
     max_wait_ms: float = Field(default=20.0, ge=0)
     """...or when its first event has waited this long, whichever comes first."""
+    adaptive: bool = True
+    """Also score a batch as soon as the consumer has nothing more buffered: full batches on a
+    backlog, no waiting at low load. ``false``: batches close only by count or time."""
     max_in_flight: int = Field(default=20_000, ge=1)
     """Events consumed but not yet committed; consumption waits above this. Bounds memory and the
     events a crash can make the service score twice (at most this plus one batch)."""
@@ -62,6 +65,9 @@ class ModelSettings(Section):
     """Column of a 2-D score output; null for a 1-D output."""
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     """Expected sha256 of the model file; when set, a different file refuses to load."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """Threads onnxruntime uses inside one model call (0: its default, one per core); set it to the
+    container's CPU limit so that a throttled pod does not oversubscribe."""
     warmup_batches: int = Field(default=2, ge=0)
     """Batches run through the model at start so the first real batch pays no setup cost."""
 

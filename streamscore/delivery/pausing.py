@@ -7,6 +7,7 @@ import logging
 
 from streamscore.core.records import TopicPartition
 from streamscore.engines.base import Source
+from streamscore.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +18,9 @@ RESUME_FRACTION = 0.75
 class Pausing:
     """Pauses rather than stops polling: the consumer stays in its group and serves rebalances."""
 
-    def __init__(self, source: Source, max_in_flight: int) -> None:
+    def __init__(self, source: Source, max_in_flight: int, metrics: Metrics) -> None:
         self.source = source
+        self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.paused = False
 
@@ -26,6 +28,7 @@ class Pausing:
         if (uncommitted >= self.max_in_flight or model_down) and not self.paused:
             self.paused = True
             self.source.pause(assigned)
+            self.metrics.pauses.inc()
             log.debug("partitions paused (%d uncommitted, model %s)", uncommitted, "down" if model_down else "up")
         elif self.paused and not model_down and uncommitted < self.max_in_flight * RESUME_FRACTION:
             self.paused = False

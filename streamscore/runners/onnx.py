@@ -55,6 +55,8 @@ class OnnxRunner:
         wanted = self._providers(ort.get_available_providers())
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.settings.intra_op_threads:
+            options.intra_op_num_threads = self.settings.intra_op_threads
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own classes for unreadable models

@@ -215,7 +215,7 @@ def remove(section: str, key: str) -> Mutate:
 @pytest.mark.parametrize(("mutate", "expected"), [
     # unknown keys, with what the section accepts
     (lambda c: c["batching"].update(max_batch=1),
-     "batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, max_in_flight, "
+     "batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, adaptive, max_in_flight, "
      "max_message_bytes, max_json_depth, commit_interval_ms, drain_timeout_s)"),
     (lambda c: c.update(batchin={}), "batchin: unknown key (expected one of: kafka, batching, model, features,"),
     (lambda c: c["features"][1].update(bogus=1), "features[1].bogus: unknown key (expected one of: name, path,"),

@@ -1,0 +1,89 @@
+"""Instructions per event of the scoring core, counted by valgrind's callgrind: a cost figure that
+does not move with the machine's load, unlike seconds.
+
+    python -m load.instructions [--events 5000] [--batch 1000]
+
+Two runs under ``valgrind --tool=callgrind`` generate the same 2N demo events and score N and 2N
+of them (``Scorer.score``, demo model on the CPU, one onnxruntime thread so no spinning pool
+blurs the count); their difference over N is the cost of one event, start-up cancelled out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RUNS = (1, 2)
+"""Multiples of --events scored by the two runs."""
+
+
+def child(events: int, score: int, batch: int) -> None:
+    """Score ``score`` of ``events`` generated events (run under valgrind by the parent)."""
+    from importlib.resources import files
+
+    from streamscore.config import load_settings
+    from streamscore.core.scorer import Scorer, ScoringSpec
+    from streamscore.demo.transactions import TransactionGenerator
+    from streamscore.runners.onnx import OnnxRunner
+
+    settings = load_settings(Path(str(files("streamscore.demo") / "config.yaml")), env={})
+    model = settings.model.model_copy(update={"provider": "cpu", "intra_op_threads": 1})
+    runner = OnnxRunner(model, settings.feature_width)
+    runner.load()
+    scorer = Scorer(ScoringSpec.from_settings(settings), runner)
+    values = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
+    messages = [_Message(v, i) for i, v in enumerate(values)]
+    for start in range(0, score, batch):
+        scorer.score(messages[start:start + batch])
+
+
+class _Message:
+    __slots__ = ("_offset", "_value")
+
+    def __init__(self, value: bytes, offset: int) -> None:
+        self._value, self._offset = value, offset
+
+    def topic(self) -> str: return "in"
+    def partition(self) -> int: return 0
+    def offset(self) -> int: return self._offset
+    def key(self) -> None: return None
+    def value(self) -> bytes: return self._value
+    def headers(self) -> None: return None
+    def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
+
+
+def instructions(events: int, score: int, batch: int, workdir: Path) -> int:
+    out = workdir / f"callgrind.{score}.out"
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
+                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch)],
+                   check=True, capture_output=True)
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"no instruction total in {out}")
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    generated = args.events * max(RUNS)
+    if args.child is not None:
+        child(generated, args.child, args.batch)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        counts: dict[int, Any] = {n: instructions(generated, n * args.events, args.batch, Path(tmp)) for n in RUNS}
+    per_event = (counts[2] - counts[1]) / args.events
+    print(f"scoring core: {per_event:,.0f} instructions per event "
+          f"(callgrind; {args.events:,} events in batches of {args.batch:,}; demo model, 1 onnxruntime thread)")
+
+
+if __name__ == "__main__":
+    main()
