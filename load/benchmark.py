@@ -35,6 +35,7 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from load.kafka_io import produce_one
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.config import load_settings
 from streamscore.decisions import DecisionPolicy
@@ -62,12 +63,7 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
 def produce_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     p = producer(bootstrap, **{"linger.ms": 20})
     for key, value in items:
-        while True:
-            try:
-                p.produce(topic, value, key)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce_one(p, topic, value, key)
     if p.flush(120) != 0:
         raise SystemExit("inputs not acknowledged")
 

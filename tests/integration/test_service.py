@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from load.faults.harness import wait_for
+from load.waiting import wait_for
 from streamscore.demo.transactions import TransactionGenerator
 from tests.integration.conftest import ServiceProcess, Topics
 from tests.integration.kafka_helpers import Record, committed, consume, produce, produce_raw_header_names
