@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,29 +11,14 @@ from pathlib import Path
 import pytest
 
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import consume, produce
+from tests.support import OutputReader, ServiceProcess, Topics, labelled, produce, samples, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def samples(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def labelled(values: dict[str, float], name: str) -> dict[str, float]:
-    pattern = re.compile(rf'^{re.escape(name)}\{{\w+="([^"]*)"\}}$')
-    return {m.group(1): v for k, v in values.items() if (m := pattern.match(k))}
-
-
 def test_metrics_move_and_agree_with_the_events(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = [(k, v, None) for k, v in TransactionGenerator(seed=21, malformed_rate=0.05).encoded(6000)]
@@ -47,13 +30,11 @@ def test_metrics_move_and_agree_with_the_events(
         assert r.status == 200
 
     produce(bootstrap, t.source, inputs)
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), idle=1)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # outputs are visible a moment before the acknowledgement is counted
-        after = samples(proc.metrics())
-        if after["streamscore_end_to_end_latency_seconds_count"] >= len(inputs):
-            break
-        time.sleep(0.2)
+    outputs = output_reader(t).read_until(lambda records: len(records) >= len(inputs), 60, f"{len(inputs)} outputs")
+    # outputs are visible a moment before the acknowledgement is counted
+    wait_for(lambda: samples(proc.metrics())["streamscore_end_to_end_latency_seconds_count"] >= len(inputs), 20,
+             "every acknowledgement counted")
+    after = samples(proc.metrics())
 
     scored = sum(1 for r in outputs if r.topic == t.destination)
     dead = len(outputs) - scored
