@@ -14,7 +14,7 @@ import pytest
 
 from streamscore.broker import free_port
 from streamscore.demo.transactions import TransactionGenerator
-from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read
+from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,8 @@ def test_workers_do_not_outlive_a_killed_parent(
 ) -> None:
     t = topics()
     proc = service(write_config(t, metrics={"port": free_port_pair()}), args=("--workers", "2"))
-    proc.wait_ready()
+    proc.wait_ready()  # worker 0; worker 1 handles SIGTERM once it serves metrics (handlers come first)
+    wait_for(lambda: _serves_metrics(proc, 1), 60, "worker 1 serving metrics")
     started = re.search(r"started 2 workers \(pids (\d+), (\d+)\)", proc.log())
     assert started, proc.log()
     pids = [int(p) for p in started.groups()]
@@ -89,6 +90,14 @@ def test_workers_do_not_outlive_a_killed_parent(
         time.sleep(0.2)
     assert not any(_running(pid) for pid in pids), proc.log()
     assert proc.log().count("SIGTERM received: draining") == 2, "each worker was told to drain"
+
+
+def _serves_metrics(proc: ServiceProcess, worker: int) -> bool:
+    try:
+        proc.metrics(worker)
+    except OSError:
+        return False
+    return True
 
 
 def _running(pid: int) -> bool:
