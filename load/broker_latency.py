@@ -49,9 +49,8 @@ def main() -> None:
         sender.start()
         latencies: list[float] = []
         while len(latencies) < args.messages:
-            for msg in consumer.consume(1000, 0.1):
-                if msg.error() is None:
-                    latencies.append((time.time() - float(msg.value())) * 1000)
+            latencies.extend((time.time() - float(msg.value() or b"nan")) * 1000
+                             for msg in consumer.consume(1000, 0.1) if msg.error() is None)
         sender.join()
         consumer.close()
     ms = np.array(latencies)

@@ -69,6 +69,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap_servers
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(workdir / "config.yaml")],
                                 stdout=subprocess.DEVNULL, stderr=(workdir / "service.log").open("wb"))
-        stack.callback(lambda: proc.poll() is None and proc.kill())
+        stack.callback(_kill_if_running, proc)
         wait_assigned(port, proc)
         probe = LatencyProbe(bootstrap, topics["out"])
         probe.start()

@@ -2,7 +2,8 @@
 the accounting step that maps every output back to an input id.
 
 Counts come from consuming records, never from end offsets (the embedded broker under-reports its
-high watermarks); outputs are read with ``load.kafka_io.OutputReader``. The input id is the transaction id, which is also the record key: a score record
+high watermarks); outputs are read with ``load.kafka_io.OutputReader``.
+The input id is the transaction id, which is also the record key: a score record
 and a dead-letter record both keep the input's key.
 """
 

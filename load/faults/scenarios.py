@@ -96,7 +96,8 @@ class Env:
             proc.kill()
 
     @contextlib.contextmanager
-    def broker(self, own: bool = False, advertised_port: int | None = None) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+    def broker(self, own: bool = False,
+               advertised_port: int | None = None) -> Iterator[tuple[str, EmbeddedBroker | None]]:
         """(bootstrap, broker): the external one unless ``own``, else a fresh embedded broker."""
         if self.external and not own:
             yield self.external, None
@@ -299,7 +300,7 @@ def _unwritable(env: Env, size: Size, bootstrap: str, proxy: BlockingProxy, mess
         "client.id": sink_id, "message.timeout.ms": int(message_timeout * 1000)}})
     stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
     codes, gaps, unwritten = [], 0, 0
-    for i in range(size.faults):
+    for _ in range(size.faults):
         proc = env.service(config).start()
         proc.wait_ready()
         base = proc.scrape().get("streamscore_events_consumed_total", 0)
@@ -351,7 +352,8 @@ def slow_model(env: Env, size: Size, delay: float = 0.3) -> Result:
         slow_for = samples[-1]["t"] - next(s["t"] for s in samples if s["consumed"] > 0)
         assigned = {s["assigned"] for s in samples if s["consumed"] > 0}
         rss = max(s["rss"] for s in samples)
-        result.checks[f"slow for longer than max.poll.interval ({MAX_POLL_INTERVAL:g} s)"] = slow_for > MAX_POLL_INTERVAL
+        slow_enough = slow_for > MAX_POLL_INTERVAL
+        result.checks[f"slow for longer than max.poll.interval ({MAX_POLL_INTERVAL:g} s)"] = slow_enough
         result.checks["partitions paused when the window was full"] = "partitions paused" in log_before_stop
         result.checks["never revoked or lost (stayed in the group)"] = not any(
             w in log_before_stop for w in (REVOKED, LOST, "maximum poll interval"))

@@ -252,7 +252,7 @@ class TrackerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tracker = OffsetTracker()
-        self.next_offset = {tp: 0 for tp in self.PARTITIONS}
+        self.next_offset = dict.fromkeys(self.PARTITIONS, 0)
         self.owner: dict[TopicPartition, dict[int, Ticket]] = {tp: {} for tp in self.PARTITIONS}
         self.tickets: list[Ticket] = []
         self.unacked: list[Ticket] = []  # one entry per output not yet acknowledged

@@ -240,7 +240,8 @@ FIELD_VALUES = JSON_VALUES | st.sampled_from([float("nan"), float("inf"), 1e39, 
                                 FIELD_VALUES, max_size=6), max_size=20))
 def test_any_json_object_is_scored_or_rejected_and_outputs_are_json(objects: list[dict[str, Any]]) -> None:
     msgs = [FakeMessage("in", 0, i, as_json(o)) for i, o in enumerate(objects)]
-    result = Scorer(make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4}), FakeRunner()).score(msgs)
+    limits = make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4})
+    result = Scorer(limits, FakeRunner()).score(msgs)
     fates = outcome(result, len(msgs))
     assert set(fates.values()) <= REASONS | {"scored"}
     for raw in result.outputs:
