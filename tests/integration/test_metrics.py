@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import urllib.error
 import urllib.request
@@ -11,9 +12,13 @@ from pathlib import Path
 import pytest
 
 from streamscore.demo.transactions import TransactionGenerator
-from tests.support import OutputReader, ServiceProcess, Topics, labelled, produce, samples, wait_for
+from tests.support import OutputReader, ServiceProcess, Topics, WaitTimeout, labelled, produce, samples, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def consumer_lag(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k.startswith("streamscore_consumer_lag{")}
 
 
 def test_metrics_move_and_agree_with_the_events(
@@ -31,9 +36,16 @@ def test_metrics_move_and_agree_with_the_events(
 
     produce(bootstrap, t.source, inputs)
     outputs = output_reader(t).read_until(lambda records: len(records) >= len(inputs), 60, f"{len(inputs)} outputs")
-    # outputs are visible a moment before the acknowledgement is counted
-    wait_for(lambda: samples(proc.metrics())["streamscore_end_to_end_latency_seconds_count"] >= len(inputs), 20,
-             "every acknowledgement counted")
+
+    def settled() -> bool:
+        # outputs are visible a moment before their acknowledgement is counted, and the lag is
+        # reported at the next commit (every commit_interval_ms) after that
+        values = samples(proc.metrics())
+        return (values["streamscore_end_to_end_latency_seconds_count"] >= len(inputs)
+                and set(consumer_lag(values).values()) == {0.0})
+
+    with contextlib.suppress(WaitTimeout):  # the assertions below say what did not settle
+        wait_for(settled, 20, "every acknowledgement counted and no lag left")
     after = samples(proc.metrics())
 
     scored = sum(1 for r in outputs if r.topic == t.destination)
@@ -57,7 +69,7 @@ def test_metrics_move_and_agree_with_the_events(
     assert after["streamscore_in_flight_events"] == 0
     assert after["streamscore_commits_total"] > 0
     assert after["streamscore_assigned_partitions"] == 4
-    lag = {k: v for k, v in after.items() if k.startswith("streamscore_consumer_lag{")}
+    lag = consumer_lag(after)
     assert len(lag) == 4 and set(lag.values()) == {0.0}, f"caught up on every partition: {lag}"
 
     proc.signal(signal.SIGTERM)
