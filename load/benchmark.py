@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -32,16 +33,18 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from load.kafka_io import produce_one
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.config import load_settings
 from streamscore.core.decisions import DecisionPolicy
+from streamscore.core.features import FeatureExtractor
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
-from streamscore.core.features import FeatureExtractor
 from streamscore.runners.onnx import OnnxRunner
 
 PARTITIONS = 4
@@ -63,12 +66,7 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
 def produce_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     p = producer(bootstrap, **{"linger.ms": 20})
     for key, value in items:
-        while True:
-            try:
-                p.produce(topic, value, key)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce_one(p, topic, value, key)
     if p.flush(120) != 0:
         raise SystemExit("inputs not acknowledged")
 
@@ -93,7 +91,8 @@ def ceiling(bootstrap: str, source: str, out: str, total: int) -> float:
     """Raw bytes in, the same bytes out, commit after delivery: the broker-and-client limit."""
     c = consumer(bootstrap, f"ceiling-{uuid.uuid4().hex[:6]}", source)
     p = producer(bootstrap, **{"linger.ms": 5, "compression.type": "lz4"})
-    done, started, positions = 0, 0.0, {}
+    done, started = 0, 0.0
+    positions: dict[tuple[str, int], int] = {}
     while done < total:
         msgs = c.consume(2000, 0.5)
         if msgs and not started:
@@ -101,7 +100,9 @@ def ceiling(bootstrap: str, source: str, out: str, total: int) -> float:
         for m in msgs:
             if m.error() is None:
                 p.produce(out, m.value(), m.key())
-                positions[(m.topic(), m.partition())] = m.offset() + 1
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                assert topic is not None and partition is not None and offset is not None  # set on a record
+                positions[(topic, partition)] = offset + 1
         done += len(msgs)
         p.poll(0)
         if len(p) > 20_000 or done >= total:
@@ -127,12 +128,13 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
             continue
         started = started or time.perf_counter()
         try:
-            event = orjson.loads(m.value())
+            event = orjson.loads(m.value() or b"")
             extraction = features.extract([event])
             score = float(runner.predict(extraction.matrix)[0]) if extraction.reasons[0] is None else None
         except Exception:  # noqa: BLE001 - the naive loop, like a naive user, scores what it can
             score = None
-        value = orjson.dumps({"score": score, "decision": policy.decide([score])[0] if score is not None else None})
+        decision = policy.decide(np.asarray([score]))[0] if score is not None else None
+        value = orjson.dumps({"score": score, "decision": decision})
         p.produce(out, value, m.key())
         p.flush(10)
         c.commit(message=m, asynchronous=False)
@@ -225,7 +227,7 @@ def main() -> None:
                   for who, checkout in (("baseline", args.baseline), ("current", None))]
         for name, _ in rounds:
             outs |= {name: f"bench-{name}-{run}", f"dlq-{name}": f"bench-dlq-{name}-{run}"}
-        create_topics(bootstrap, {source: PARTITIONS, **{t: PARTITIONS for t in outs.values()}})
+        create_topics(bootstrap, {source: PARTITIONS, **dict.fromkeys(outs.values(), PARTITIONS)})
         print(f"producing {args.events:,} events to {source} ...", flush=True)
         produce_all(bootstrap, source, TransactionGenerator(seed=42, malformed_rate=0.002).encoded(args.events))
 
@@ -240,13 +242,14 @@ def main() -> None:
         for n in args.workers:
             print(f"streamscore --workers {n} ...", flush=True)
             results[f"streamscore_workers_{n}"] = _checked(
-                lambda n=n: streamscore(bootstrap, source, outs[f"workers{n}"], outs[f"dlq{n}"], args.events, workdir, n),
+                functools.partial(streamscore, bootstrap, source, outs[f"workers{n}"], outs[f"dlq{n}"], args.events,
+                                  workdir, n),
                 bootstrap, [outs[f"workers{n}"], outs[f"dlq{n}"]], args.events)
         for name, checkout in rounds:
             print(f"streamscore, {name} ...", flush=True)
             results[name] = _checked(
-                lambda name=name, checkout=checkout: streamscore(
-                    bootstrap, source, outs[name], outs[f"dlq-{name}"], args.events, workdir, checkout=checkout),
+                functools.partial(streamscore, bootstrap, source, outs[name], outs[f"dlq-{name}"], args.events,
+                                  workdir, checkout=checkout),
                 bootstrap, [outs[name], outs[f"dlq-{name}"]], args.events)
         print(f"naive (for {args.naive_seconds:g} s) ...", flush=True)
         with as_file(files("streamscore.demo") / "config.yaml") as demo:
@@ -273,7 +276,8 @@ def main() -> None:
                                           if name.startswith(who)) for who in ("baseline", "current")}
         report["baseline"] = {"checkout": str(args.baseline), "median_events_per_second": medians}
         print(f"median of {args.rounds} alternating rounds: baseline {medians['baseline']:,.0f}/s, "
-              f"current {medians['current']:,.0f}/s (current / baseline = {medians['current'] / medians['baseline']:.2f})")
+              f"current {medians['current']:,.0f}/s "
+              f"(current / baseline = {medians['current'] / medians['baseline']:.2f})")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"figures written to {args.output}")

@@ -64,9 +64,8 @@ def measure(args: argparse.Namespace, bootstrap: str, name: str) -> None:
     sender.start()
     latencies: list[float] = []
     while len(latencies) < args.messages:
-        for msg in consumer.consume(1000, 0.1):
-            if msg.error() is None:
-                latencies.append((time.time() - float(msg.value())) * 1000)
+        latencies.extend((time.time() - float(msg.value() or b"nan")) * 1000
+                         for msg in consumer.consume(1000, 0.1) if msg.error() is None)
     sender.join()
     consumer.close()
     ms = np.array(latencies)
@@ -80,7 +79,7 @@ def _warm_up(producer: Producer, consumer: Consumer, topic: str, partitions: int
     for partition in range(partitions):
         producer.produce(topic, b"warm-up", partition=partition)
     producer.flush(timeout)
-    seen: set[int] = set()
+    seen: set[int | None] = set()
     deadline = time.monotonic() + timeout
     while len(seen) < partitions and time.monotonic() < deadline:
         seen.update(m.partition() for m in consumer.consume(100, 0.1) if m.error() is None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
+from load.kafka_io import produce_one
 from streamscore.demo.transactions import TransactionGenerator
 
 
@@ -72,12 +73,7 @@ class LoadGenerator:
                 continue
             n = min(due, 1000, limit - s.produced)
             for key, value in self.generator.encoded(n, now_ms=int(time.time() * 1000)):
-                while True:
-                    try:
-                        self._producer.produce(self.topic, value, key, on_delivery=self._ack)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.01)
+                produce_one(self._producer, self.topic, value, key, on_delivery=self._ack)
             s.produced += n
             self._producer.poll(0)
         self._producer.flush(30)

@@ -68,7 +68,8 @@ def build(out: Path, trees: int = 500) -> None:
         current = f"h{i}"
     inits.append(helper.make_tensor("flat", TensorProto.INT64, [1], [-1]))
     nodes.append(helper.make_node("Reshape", ["score2d", "flat"], ["score"]))
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, FEATURES])],
+    graph = helper.make_graph(nodes, "mlp",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, FEATURES])],
                               [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

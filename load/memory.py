@@ -58,7 +58,8 @@ def drain(bootstrap: str, events: int, workdir: Path, seed: int) -> dict[str, An
     finally:
         proc.terminate()
         proc.wait(60)
-    return {"backlog": events, "rss_mb_max": round(max(samples), 1), "rss_mb_median": round(sorted(samples)[len(samples) // 2], 1),
+    return {"backlog": events, "rss_mb_max": round(max(samples), 1),
+            "rss_mb_median": round(sorted(samples)[len(samples) // 2], 1),
             "seconds": round(time.monotonic() - started, 1), "samples": len(samples)}
 
 

@@ -27,10 +27,10 @@ from typing import Any
 from load.benchmark import produce_all
 from streamscore.broker import EmbeddedBroker
 from streamscore.config import Settings, load_settings
+from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
 from streamscore.runners.onnx import OnnxRunner
-from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.service import Service
 
 PARTITIONS = 4

@@ -69,6 +69,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap_servers
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "PYTHONPATH": str(args.checkout)} if args.checkout else None
         proc = subprocess.Popen([sys.executable, "-m", "streamscore", "run", "-c", str(workdir / "config.yaml")],
                                 stdout=subprocess.DEVNULL, stderr=(workdir / "service.log").open("wb"), env=env)
-        stack.callback(lambda: proc.poll() is None and proc.kill())
+        stack.callback(_kill_if_running, proc)
         wait_assigned(port, proc)
         probe = LatencyProbe(bootstrap, topics["out"])
         probe.start()
@@ -115,7 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["second"] = round(entry.pop("at") - g.started, 1)
     timeline = [e for e in r.timeline if e["second"] > 0]
     return {
-        "config": {"checkout": str(args.checkout or "."), "rate": args.rate, "duration_s": args.duration, "max_wait_ms": args.max_wait_ms,
+        "config": {"checkout": str(args.checkout or "."), "rate": args.rate, "duration_s": args.duration,
+                   "max_wait_ms": args.max_wait_ms,
                    "max_batch_size": args.max_batch_size, "provider": args.provider, "partitions": PARTITIONS,
                    "broker": args.bootstrap_servers or "embedded (Tansu)"},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from load.pipeline_throughput import _Message, settings_for
-from streamscore.demo.transactions import TransactionGenerator
-from streamscore.core.features import gather
-from streamscore.runners.onnx import OnnxRunner
 from streamscore.core.decode import decode
+from streamscore.core.features import gather
 from streamscore.core.render import score_records
 from streamscore.core.scorer import Scorer, ScoringSpec
+from streamscore.demo.transactions import TransactionGenerator
+from streamscore.runners.onnx import OnnxRunner
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:

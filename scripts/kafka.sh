@@ -11,10 +11,10 @@
 # controller port), starts the broker in the background, waits until it reports itself started,
 # then prints `bootstrap=127.0.0.1:PORT` and `pid=PID`. DIR holds server.properties, data/,
 # broker.log and kafka.pid. With --watch PID the broker is stopped (SIGKILL) once process PID is
-# gone, so a test run killed midway leaves no broker behind. The version is pinned in scripts/kafka/pom.xml (kafka.version).
+# gone, so a test run killed midway leaves no broker behind. The version is pinned in scripts/kafka-pom/pom.xml (kafka.version).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-POM="$ROOT/scripts/kafka/pom.xml"
+POM="$ROOT/scripts/kafka-pom/pom.xml"
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")"
 LIBS="${STREAMSCORE_KAFKA_LIBS:-$ROOT/.cache/kafka/$VERSION/libs}"
 

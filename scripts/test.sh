@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) when it is
-# missing, the virtualenv with the test dependencies, then pytest. CI (.ci/run) runs exactly this.
+# missing, the virtualenv with the test dependencies, the static checks (ruff; mypy, strict on the
+# package, plain on tests/, load/ and scripts/), then pytest. CI (.ci/run) runs exactly this.
 # Arguments go to pytest, e.g. ./scripts/test.sh tests/unit -q
 #
 # With no arguments (CI) pytest runs twice: everything on the embedded broker (Tansu), then the
@@ -16,6 +17,9 @@ if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq stunnel4 >/dev/null
 fi
 python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+.venv/bin/ruff check .
+.venv/bin/mypy streamscore
+.venv/bin/mypy tests load scripts
 if [ $# -gt 0 ] || [ -n "${STREAMSCORE_TEST_BROKER:-}${STREAMSCORE_TEST_BOOTSTRAP:-}" ]; then
     [ "${STREAMSCORE_TEST_BROKER:-}" != kafka ] || ./scripts/kafka.sh fetch
     exec .venv/bin/python -m pytest "$@"

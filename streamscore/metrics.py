@@ -7,6 +7,7 @@ observations at once (numpy bucketing) instead of one Python call per event.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -152,10 +153,8 @@ class Metrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition this instance no longer owns."""
-        try:
+        with contextlib.suppress(KeyError):
             self.consumer_lag.remove(topic, str(partition))
-        except KeyError:
-            pass
 
     def count_batch(self, size: int, result: ScoredBatch, labels: Sequence[str]) -> list[int]:
         """One scored batch: consumed, scored, batch size, inference time, decisions, dead letters by

@@ -52,7 +52,7 @@ class Pipeline:
         self.health = health or Health()
         self.leave_timeout = leave_timeout
         """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
-        self.totals = Totals(decisions={label: 0 for label in scorer.policy.labels})
+        self.totals = Totals(decisions=dict.fromkeys(scorer.policy.labels, 0))
         self._commit_interval = batching.commit_interval_ms / 1000.0
         self._commit_early_at = batching.max_in_flight * COMMIT_EARLY_FRACTION
         self._next_commit = 0.0

@@ -163,7 +163,8 @@ def readme_with_metrics(readme: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streamscore.reference", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: the current directory)")
+    parser.add_argument("--root", type=Path, default=Path.cwd(),
+                        help="repository root (default: the current directory)")
     parser.add_argument("--check", action="store_true", help="only report whether the files are current")
     args = parser.parse_args(argv)
     wanted = {

@@ -2,7 +2,8 @@
 the accounting step that maps every output back to an input id.
 
 Counts come from consuming records, never from end offsets (the embedded broker under-reports its
-high watermarks). The input id is the transaction id, which is also the record key: a score record
+high watermarks); outputs are read with ``load.kafka_io.OutputReader``.
+The input id is the transaction id, which is also the record key: a score record
 and a dead-letter record both keep the input's key.
 """
 
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import Any
 
 import orjson
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from load.kafka_io import OutputReader, Record, produce_one
 from streamscore.broker import free_port
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
@@ -132,8 +134,7 @@ class ServiceProcess:
             text = self.metrics()
         except OSError:
             return {}
-        pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-        return {name: float(value) for name, value in pairs}
+        return parse_metrics(text)
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -169,13 +170,10 @@ class ScenarioError(AssertionError):
     """A scenario could not be carried out (a service did not start, did not stop ...)."""
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise ScenarioError(f"timed out after {timeout:g}s waiting for {what}")
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus exposition text as ``name{labels}`` -> value (comments skipped)."""
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in pairs}
 
 
 def rss_mb(pid: int) -> float:
@@ -217,12 +215,7 @@ class InputStream:
         started = time.monotonic()
         for start in range(0, len(self.pairs), chunk):
             for key, value in self.pairs[start:start + chunk]:
-                while True:
-                    try:
-                        producer.produce(self.topic, value, key)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce_one(producer, self.topic, value, key)
             producer.poll(0)
             self.produced = min(len(self.pairs), start + chunk)
             if self.rate:
@@ -267,41 +260,19 @@ class Output:
     """(partition, offset) of the input it answers."""
 
 
-def read_outputs(bootstrap: str, t: Topics, expected: frozenset[bytes], timeout: float = 180.0,
-                 idle: float = 3.0) -> list[Output]:
-    """Every record of the score and dead-letter topics, read from the start until each expected id
-    was seen and nothing new came for ``idle`` seconds (or ``timeout`` passed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-reader-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
-    meta = consumer.list_topics(timeout=10).topics
-    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING)
-                     for name in (t.destination, t.dead_letter) for p in meta[name].partitions])
-    outputs: list[Output] = []
-    missing = set(expected)
-    deadline = time.monotonic() + timeout
-    last_new = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            batch = [m for m in consumer.consume(10_000, 0.2) if m.error() is None]
-            if batch:
-                last_new = time.monotonic()
-            for m in batch:
-                key = m.key()
-                outputs.append(Output(key, str(m.topic()), _source(m, t)))
-                if key is not None:
-                    missing.discard(key)
-            if not missing and time.monotonic() - last_new >= idle:
-                break
-    finally:
-        consumer.close()
-    return outputs
+def output_reader(bootstrap: str, t: Topics) -> OutputReader:
+    """A reader of the score and dead-letter topics from their start (use it as a context manager)."""
+    return OutputReader(bootstrap, [t.destination, t.dead_letter])
 
 
-def _source(m: Any, t: Topics) -> tuple[int, int]:
-    if m.topic() == t.dead_letter:
-        headers = dict(m.headers() or [])
-        return int(headers["streamscore.source.partition"]), int(headers["streamscore.source.offset"])
-    source = orjson.loads(m.value())["source"]
+def outputs_of(records: Iterable[Record], t: Topics) -> list[Output]:
+    return [Output(r.key, r.topic, _source(r, t)) for r in records]
+
+
+def _source(r: Record, t: Topics) -> tuple[int, int]:
+    if r.topic == t.dead_letter:
+        return int(r.headers["streamscore.source.partition"]), int(r.headers["streamscore.source.offset"])
+    source = orjson.loads(r.value or b"{}")["source"]
     return int(source["partition"]), int(source["offset"])
 
 

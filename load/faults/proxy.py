@@ -12,6 +12,7 @@ v1+: size, api key, api version, correlation id, then client id as an int16-leng
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -133,8 +134,6 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

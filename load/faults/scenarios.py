@@ -32,12 +32,14 @@ from load.faults.harness import (
     commits_past_outputs,
     committed,
     make_topics,
-    read_outputs,
+    output_reader,
+    outputs_of,
     rss_mb,
-    wait_for,
     write_config,
 )
 from load.faults.proxy import BlockingProxy
+from load.kafka_io import Record
+from load.waiting import wait_for
 from streamscore.broker import EmbeddedBroker, free_port
 
 BATCH = 500
@@ -116,18 +118,25 @@ class Env:
 
 
 def _finish(env: Env, bootstrap: str, t: Topics, stream: InputStream, procs: list[ServiceProcess],
-            result: Result) -> Result:
-    """Read every output back, stop the survivors with SIGTERM (each must exit 0), account."""
+            result: Result, timeout: float = 180.0) -> Result:
+    """Wait until an output for every input id was written (or no final instance is left to write
+    one), stop the final instances with SIGTERM, then read every output and account.
+
+    Every final instance must exit 0, one that had already exited (crashed) included; outputs are
+    read to the end only after they all exited, so duplicates written while draining are counted."""
     stream.join()
-    outputs = read_outputs(bootstrap, t, stream.ids)
-    codes = []
-    for proc in procs:
-        if proc.alive():
-            proc.signal(signal.SIGTERM)
-    for proc in procs:
-        if proc.process is not None and proc.process.returncode is None:
-            codes.append(proc.wait(60))
+    with output_reader(bootstrap, t) as reader:
+        def all_answered_or_none_left(records: list[Record]) -> bool:
+            return stream.ids <= {r.key for r in records} or not any(proc.alive() for proc in procs)
+
+        reader.read_until(all_answered_or_none_left, timeout, "an output for every input id")
+        for proc in procs:
+            if proc.alive():
+                proc.signal(signal.SIGTERM)
+        codes = [proc.wait(60) for proc in procs]
+        outputs = outputs_of(reader.read_to_end(), t)
     result.checks["final SIGTERM exits 0"] = all(code == 0 for code in codes)
+    result.notes["final exit codes"] = codes
     acc = account(outputs, t, stream.ids)
     result.lost, result.duplicated = acc.lost, acc.duplicated
     result.checks["no output for an unknown id"] = acc.unknown == 0
@@ -140,9 +149,14 @@ LOST = "streamscore.pipeline: lost "
 """Log lines of the pipeline's rebalance callbacks."""
 
 
+def _consumed_at_least(proc: ServiceProcess, events: float) -> Callable[[], bool]:
+    """A condition: ``proc`` has consumed at least ``events`` events."""
+    return lambda: proc.scrape().get("streamscore_events_consumed_total", 0) >= events
+
+
 def _wait_consuming(proc: ServiceProcess, timeout: float = 60.0) -> None:
     """Until the process owns partitions and has scored something: a fault before that hits nothing."""
-    wait_for(lambda: proc.scrape().get("streamscore_events_consumed_total", 0) > 0, timeout, "consumption")
+    wait_for(_consumed_at_least(proc, 1), timeout, "consumption")
 
 
 def _log_count(procs: list[ServiceProcess], needle: str) -> int:
@@ -200,7 +214,7 @@ def broker_freeze(env: Env, size: Size, freeze_seconds: float = 10.0) -> Result:
         alive_after: list[bool] = []
         for i in range(size.faults):
             target = size.events * (i + 1) // (size.faults + 2)
-            wait_for(lambda: proc.scrape().get("streamscore_events_consumed_total", 0) >= target, 120, "scoring")
+            wait_for(_consumed_at_least(proc, target), 120, "scoring")
             os.kill(broker.pid, signal.SIGSTOP)
             try:
                 time.sleep(freeze_seconds)
@@ -290,19 +304,19 @@ def _unwritable(env: Env, size: Size, bootstrap: str, proxy: BlockingProxy, mess
         "client.id": sink_id, "message.timeout.ms": int(message_timeout * 1000)}})
     stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
     codes, gaps, unwritten = [], 0, 0
-    for i in range(size.faults):
+    for _ in range(size.faults):
         proc = env.service(config).start()
         proc.wait_ready()
         base = proc.scrape().get("streamscore_events_consumed_total", 0)
-        wait_for(lambda: proc.scrape().get("streamscore_events_consumed_total", 0) >= base + 2 * BATCH, 120,
-                 "scoring before the fault")
+        wait_for(_consumed_at_least(proc, base + 2 * BATCH), 120, "scoring before the fault")
         proxy.block(sink_id)
         try:
             codes.append(proc.wait(message_timeout + 60))
             positions = committed(bootstrap, t)
         finally:
             proxy.unblock(sink_id)
-        outputs = read_outputs(bootstrap, t, frozenset(), timeout=60, idle=2)
+        with output_reader(bootstrap, t) as reader:  # every instance so far has exited
+            outputs = outputs_of(reader.read_to_end(), t)
         gaps += len(commits_past_outputs(positions, outputs))
         unwritten = max(unwritten, stream.produced - len({o.source for o in outputs}))
     final = env.service(config).start()
@@ -342,7 +356,8 @@ def slow_model(env: Env, size: Size, delay: float = 0.3) -> Result:
         slow_for = samples[-1]["t"] - next(s["t"] for s in samples if s["consumed"] > 0)
         assigned = {s["assigned"] for s in samples if s["consumed"] > 0}
         rss = max(s["rss"] for s in samples)
-        result.checks[f"slow for longer than max.poll.interval ({MAX_POLL_INTERVAL:g} s)"] = slow_for > MAX_POLL_INTERVAL
+        slow_enough = slow_for > MAX_POLL_INTERVAL
+        result.checks[f"slow for longer than max.poll.interval ({MAX_POLL_INTERVAL:g} s)"] = slow_enough
         result.checks["partitions paused when the window was full"] = "partitions paused" in log_before_stop
         result.checks["never revoked or lost (stayed in the group)"] = not any(
             w in log_before_stop for w in (REVOKED, LOST, "maximum poll interval"))

@@ -21,8 +21,8 @@ import numpy as np
 
 from streamscore.config import load_settings
 from streamscore.errors import ConfigError, StreamScoreError
-from streamscore.runners.base import ModelRunner
 from streamscore.plugins import Plugins
+from streamscore.runners.base import ModelRunner
 from streamscore.runners.onnx import OnnxRunner
 from streamscore.service import Service, stop_on_signals
 
@@ -33,21 +33,12 @@ class SlowRunner:
     def __init__(self, inner: ModelRunner, delay: float) -> None:
         self.inner = inner
         self.delay = delay
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def version(self) -> str:
-        return self.inner.version
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
+        self.name, self.version, self.provider = inner.name, inner.version, inner.provider
 
     def load(self) -> None:
         self.inner.load()
+        # a runner settles its version (a digest) and its provider (the one in use) on load
+        self.name, self.version, self.provider = self.inner.name, self.inner.version, self.inner.provider
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         time.sleep(self.delay)

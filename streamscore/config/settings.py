@@ -1,4 +1,5 @@
-"""The settings tree, section by section; one YAML file, overridden key by key from ``STREAMSCORE_*`` environment variables.
+"""The settings tree, section by section: one YAML file, overridden key by key from
+``STREAMSCORE_*`` environment variables.
 
 ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=host:9092`` overrides ``kafka.bootstrap_servers``; ``__``
 separates levels. Inside the librdkafka passthrough maps (``kafka.client``, ``kafka.consumer``,

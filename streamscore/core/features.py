@@ -137,7 +137,7 @@ class _Column:
                     repaired.append(placeholder)
                 else:
                     repaired.append(fallback)
-            elif type(value) in self.accepted or expected == "int" and type(value) is float and value.is_integer():
+            elif type(value) in self.accepted or (expected == "int" and type(value) is float and value.is_integer()):
                 repaired.append(value)
             elif type(value) is NotAnObject:
                 detail = f"{path}: expected an object at {value.path}, got {value.json_type}"

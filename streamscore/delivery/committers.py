@@ -13,8 +13,8 @@ lost partition must drop them too.
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import cast
 
@@ -52,7 +52,7 @@ class Committer(ABC):
         """Per partition, where the group would resume: the last committed position, or the first
         offset consumed since assignment. Rewind target and the base of the lag metric."""
 
-    def begin(self) -> None:
+    def begin(self) -> None:  # noqa: B027 - nothing to do by default; exactly-once opens a transaction
         """Before a batch's outputs are written."""
 
     def track(self, batch: Sequence[SourceMessage], outputs: int) -> Ticket:

@@ -222,7 +222,8 @@ def _summary(service: Service, produced: int, t: Totals, landed: tuple[int, int]
     print(f"  dead-lettered  {t.dead_lettered:>10,}  " + ", ".join(f"{k} {v:,}" for k, v in reasons.items()))
     print(f"  downstream     {landed[0]:>10,} score records, {landed[1]:,} dead-letter records read back")
     offered = "as fast as possible" if rate <= 0 else f"offered {rate:,.0f}/s"
-    print(f"  throughput     {t.consumed / elapsed if elapsed else 0:>10,.0f} events/s over {elapsed:.1f} s ({offered})")
+    rate = t.consumed / elapsed if elapsed else 0
+    print(f"  throughput     {rate:>10,.0f} events/s over {elapsed:.1f} s ({offered})")
     print(f"  latency        p50 <= {_ms(latency.quantile(0.5))}, p99 <= {_ms(latency.quantile(0.99))} "
           "(event time to output acknowledged)")
 

@@ -19,6 +19,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from streamscore.config import KafkaSettings, Settings
 from streamscore.config.kafka import CONSUMER_FORCED, PRODUCER_FORCED
 from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPartition
+from streamscore.engines import base
 from streamscore.engines.base import DeliveryCallback, PartitionsCallback
 from streamscore.engines.kafka_admin import check_broker
 from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
@@ -345,7 +346,7 @@ class KafkaSink:
 class KafkaDeadLetters:
     """Dead letters to the dead-letter topic, with their headers."""
 
-    def __init__(self, producer: KafkaSink, topic: str) -> None:
+    def __init__(self, producer: base.Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
 

@@ -48,7 +48,8 @@ class OnnxRunner:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         expected = self.settings.sha256
         if expected is not None and digest != expected.lower():
-            raise ModelError(f"model.sha256: {path} has sha256 {digest}, expected {expected.lower()}; refusing to load it")
+            raise ModelError(f"model.sha256: {path} has sha256 {digest}, expected {expected.lower()}; "
+                             "refusing to load it")
         import onnxruntime as ort
 
         ort.set_default_logger_severity(3)

@@ -20,7 +20,8 @@ DEMO = yaml.safe_load((REPO / "streamscore" / "demo" / "config.yaml").read_text(
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamscore", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "streamscore", *args], capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -118,7 +119,7 @@ def test_environment_overrides_reach_validation(tmp_path: Path, good_model: Path
     config = write(tmp_path, good_model)
     result = subprocess.run(
         [sys.executable, "-m", "streamscore", "validate", "-c", str(config), "--skip-broker"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
         env={**__import__("os").environ, "STREAMSCORE_BATCHING__MAX_BATCH_SIZE": "0"},
     )
     assert result.returncode == 2

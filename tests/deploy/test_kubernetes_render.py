@@ -91,9 +91,9 @@ def _crd_validators() -> dict[str, jsonschema.protocols.Validator]:
         f"kubernetes-json-schema/v{version}-local-strict/_definitions.json").read_text())
     registry: Registry = Resource.from_contents(definitions) @ Registry()
     validators = {}
-    for key, schema in yaml.safe_load(CRD_SCHEMAS.read_text()).items():
+    for key, crd_schema in yaml.safe_load(CRD_SCHEMAS.read_text()).items():
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                  "$id": f"https://kubernetes.io/crds/{key}.json", **schema}
+                  "$id": f"https://kubernetes.io/crds/{key}.json", **crd_schema}
         jsonschema.Draft202012Validator.check_schema(schema)
         validators[key] = jsonschema.Draft202012Validator(schema, registry=registry)
     return validators

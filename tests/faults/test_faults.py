@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from load.faults.scenarios import SCENARIOS, Env
+from load.faults.harness import InputStream, make_topics, write_config
+from load.faults.scenarios import SCENARIOS, Env, Result, _finish
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -35,3 +36,22 @@ def test_scenario_loses_nothing_and_keeps_its_invariants(name: str, tmp_path: Pa
     assert not result.failures(), f"{name}: {result.failures()}\nchecks {result.checks}\nnotes {result.notes}\n{logs}"
     assert result.lost == 0
     assert result.duplicated <= result.duplicate_bound
+
+
+def test_a_final_instance_that_already_crashed_fails_the_exit_check(tmp_path: Path) -> None:
+    """``_finish`` checks the exit code of every final instance, also of one that exited before it
+    sent SIGTERM (here an entry point that exits 3 at once, standing in for a crash)."""
+    env = Env(tmp_path, os.environ.get("STREAMSCORE_TEST_BOOTSTRAP"))
+    try:
+        with env.broker() as (bootstrap, _):
+            t = make_topics(bootstrap, partitions=1)
+            stream = InputStream(bootstrap, t.source, 20)
+            stream.run()
+            crashed = env.service(write_config(tmp_path, bootstrap, t), ("-c", "raise SystemExit(3)")).start()
+            crashed.wait(30)
+            result = _finish(env, bootstrap, t, stream, [crashed], Result("crash", 20, "none", 0, 0, 0))
+    finally:
+        env.close()
+    assert result.checks["final SIGTERM exits 0"] is False
+    assert result.notes["final exit codes"] == [3]
+    assert result.lost == 20

@@ -1,74 +1,18 @@
-"""Integration fixtures: a real broker, real service processes, real ONNX models.
-
-The broker is started for the session: Tansu (embedded, the default) or, with
-``STREAMSCORE_TEST_BROKER=kafka``, Apache Kafka (``scripts/kafka.sh``). ``STREAMSCORE_TEST_BOOTSTRAP``
-names an external cluster instead. Every test makes its own topics and group.
-"""
+"""Integration fixtures: real ONNX models. The broker (Tansu, or Apache Kafka with
+``STREAMSCORE_TEST_BROKER=kafka``), topic, config, service and output-reader fixtures are shared
+ones, from ``tests.support.fixtures``."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from load.brokers import make_broker
-from load.faults.harness import ServiceProcess, Topics, make_topics
-from load.faults.harness import write_config as write_scenario_config
-
-pytestmark = pytest.mark.integration
-
 HOUR_COLUMN = 11
 """Position of ``hour`` in the demo feature layout (amount, 8 one-hot categories, country, card_present)."""
-
-
-@pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("STREAMSCORE_TEST_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with make_broker(tmp_path_factory.mktemp("broker")) as broker:
-        yield broker.bootstrap_servers
-
-
-@pytest.fixture
-def topics(bootstrap: str) -> Callable[..., Topics]:
-    """Fresh topics per test (source topics allow 4 MB values, for the oversize-input tests)."""
-
-    def make(partitions: int = 4) -> Topics:
-        return make_topics(bootstrap, partitions, prefix="it")
-
-    return make
-
-
-@pytest.fixture
-def write_config(tmp_path: Path, bootstrap: str) -> Callable[..., Path]:
-    """A config file for the demo features and model on the given topics; ``overrides`` merge in."""
-
-    def write(t: Topics, **overrides: Any) -> Path:
-        return write_scenario_config(tmp_path, bootstrap, t, **overrides)
-
-    return write
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def make(config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ServiceProcess:
-        proc = ServiceProcess(config, tmp_path / f"service-{len(started)}.log", env=env, args=args)
-        started.append(proc)
-        return proc.start()
-
-    yield make
-    for proc in started:
-        proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import pytest
 
 from streamscore.demo.transactions import TransactionGenerator
 from tests.deploy.observability import referenced_metrics
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import produce
-from tests.integration.test_metrics import samples
+from tests.support import ServiceProcess, Topics, WaitTimeout, produce, samples, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +34,17 @@ def test_every_metric_the_dashboard_and_alerts_query_is_exported(
     events = [(k, v, None) for k, v in TransactionGenerator(seed=5, malformed_rate=0.1).encoded(2000)]
     produce(bootstrap, t.source, events)
 
-    deadline = time.monotonic() + 30
-    while True:  # labelled series appear once their first event is counted; every event is consumed
+    missing: dict[str, list[str]] = {}
+
+    def all_exported() -> bool:  # labelled series appear once their first event is counted
+        nonlocal missing
         text = proc.metrics()
         exported = _series_names(text)
         missing = {name: sorted(where) for name, where in used.items() if name not in exported}
-        consumed = samples(text)["streamscore_events_consumed_total"]
-        if (not missing and consumed == len(events)) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert consumed == len(events)
-    assert not missing, f"queried by the dashboard or the alert rules but not exported: {missing}"
+        return not missing and samples(text)["streamscore_events_consumed_total"] == len(events)
+
+    try:
+        wait_for(all_exported, 30, f"all {len(events)} events consumed and every queried metric exported", 0.5)
+    except WaitTimeout:
+        assert not missing, f"queried by the dashboard or the alert rules but not exported: {missing}"
+        raise

@@ -18,22 +18,14 @@ from pathlib import Path
 import pytest
 
 from load.brokers import broker_kind
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import committed, consume, produce
-from tests.integration.test_service import (
-    by_key,
-    kill_9_then_restart,
-    metric,
-    positions_from,
-    valid_events,
-    wait_for,
-)
+from tests.integration.test_service import all_done, by_key, kill_9_then_restart, positions_from, valid_events
+from tests.support import OutputReader, ServiceProcess, Topics, committed, metric, produce, stop_and_read, wait_for
 
 pytestmark = pytest.mark.integration
 
 HONOURS_READ_COMMITTED = bool(os.environ.get("STREAMSCORE_TEST_BOOTSTRAP")) or broker_kind() == "kafka"
-NO_READ_COMMITTED = "the embedded broker shows aborted records (read_committed is not honoured) and fences " \
-                    "no producer; run with STREAMSCORE_TEST_BROKER=kafka to check duplicates and fencing"
+NO_READ_COMMITTED = ("the embedded broker shows aborted records (read_committed is not honoured) and fences "
+                     "no producer; run with STREAMSCORE_TEST_BROKER=kafka to check duplicates and fencing")
 
 
 def exactly_once_config(write_config: Callable[..., Path], t: Topics, **batching: float) -> Path:
@@ -47,17 +39,16 @@ def scored(proc: ServiceProcess) -> float:
 
 def test_clean_run_commits_outputs_and_offsets_in_transactions(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(10_000, seed=21)
     produce(bootstrap, t.source, inputs)
     proc = service(exactly_once_config(write_config, t))
     proc.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    text = proc.metrics()
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
+    wait_for(all_done(proc, len(inputs)), 60, "every input consumed and committed")
+    text = proc.metrics()  # the whole run's counts: nothing is left for the drain
+    outputs = stop_and_read(output_reader(t), proc)
 
     assert metric(text, "streamscore_transaction_aborts_total") == 0
     assert metric(text, "streamscore_commits_total") >= 1
@@ -69,7 +60,7 @@ def test_clean_run_commits_outputs_and_offsets_in_transactions(
 
 def test_an_open_transaction_killed_commits_nothing_and_is_redone_after_restart(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics(partitions=2)
     inputs = valid_events(3_000, seed=22)
@@ -90,10 +81,7 @@ def test_an_open_transaction_killed_commits_nothing_and_is_redone_after_restart(
     wait_for(lambda: scored(second) >= len(inputs), 60, "the work redone")
     wait_for(lambda: sum(committed(bootstrap, t.group, t.source, t.partitions).values()) == len(inputs), 30,
              "the redone work committed")
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.log()
-
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    outputs = stop_and_read(output_reader(t), second)
     assert {k for k, _, _ in inputs} <= set(by_key(outputs)), "nothing lost"
     if HONOURS_READ_COMMITTED:
         assert len(outputs) == len(inputs), "the aborted transaction's outputs are invisible"
@@ -102,13 +90,13 @@ def test_an_open_transaction_killed_commits_nothing_and_is_redone_after_restart(
 @pytest.mark.skipif(not HONOURS_READ_COMMITTED, reason=NO_READ_COMMITTED)
 def test_read_committed_reader_sees_no_duplicates_after_kill_9(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(20_000, seed=24)
     produce(bootstrap, t.source, inputs)
-    outputs = kill_9_then_restart(bootstrap, t, exactly_once_config(write_config, t), service, len(inputs),
-                                  scored_first=8_000)
+    outputs = kill_9_then_restart(t, exactly_once_config(write_config, t), service, output_reader,
+                                  {k for k, _, _ in inputs}, scored_first=8_000)
     grouped = by_key(outputs)
     assert set(grouped) == {k for k, _, _ in inputs}
     assert all(len(v) == 1 for v in grouped.values()), "exactly one visible output per input"
@@ -117,7 +105,7 @@ def test_read_committed_reader_sees_no_duplicates_after_kill_9(
 @pytest.mark.skipif(not HONOURS_READ_COMMITTED, reason=NO_READ_COMMITTED)
 def test_a_second_instance_with_the_same_transactional_id_fences_the_first(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics(partitions=2)
     inputs = valid_events(5_000, seed=25)
@@ -135,10 +123,7 @@ def test_a_second_instance_with_the_same_transactional_id_fences_the_first(
     second.wait_ready()
     wait_for(lambda: sum(committed(bootstrap, t.group, t.source, t.partitions).values()) == len(inputs), 60,
              "the second instance committed every input")
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.log()
-
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
+    outputs = stop_and_read(output_reader(t), second)  # read_committed: librdkafka's default isolation
     grouped = by_key(outputs)
     assert set(grouped) == {k for k, _, _ in inputs}, "nothing lost"
     assert all(len(v) == 1 for v in grouped.values()), "the fenced transaction's outputs stay invisible"

@@ -22,10 +22,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
-import time
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +30,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.conftest import ServiceProcess, Topics
+from tests.support import OutputReader, Record, ServiceProcess, Topics, produce_one, stop_and_read
 
 pytestmark = pytest.mark.integration
 
@@ -238,7 +235,7 @@ def generate(count: int, seed_value: int) -> list[FuzzInput]:
     return drawn
 
 
-# -- Kafka I/O that keeps what the shared helpers drop (offsets of inputs, header lists) -------------------------
+# -- producing that keeps what the shared helper drops (the offset of each input) ----------------------------------
 
 def produce_all(bootstrap: str, topic: str, inputs: list[FuzzInput]) -> dict[tuple[int, int], int]:
     """Produce every input; returns (partition, offset) -> input index, from the delivery reports."""
@@ -256,50 +253,18 @@ def produce_all(bootstrap: str, topic: str, inputs: list[FuzzInput]) -> dict[tup
         return report
 
     for i, item in enumerate(inputs):
-        while True:
-            try:
-                producer.produce(topic, item.value, item.key, headers=item.headers, on_delivery=on_delivery(i))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_one(producer, topic, item.value, item.key, headers=item.headers, on_delivery=on_delivery(i))
         producer.poll(0)
     assert producer.flush(60) == 0, "inputs not acknowledged by the broker"
     assert not failed, failed[:5]
     return placed
 
 
-@dataclass(frozen=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-
-
-def read_outputs(bootstrap: str, topics: list[str], expected: int, timeout: float) -> list[Output]:
-    """Everything on ``topics``, read until ``expected`` records came and then 3 quiet seconds passed."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fuzz-reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000})
-    consumer.subscribe(topics)
-    out: list[Output] = []
-    deadline, quiet_until = time.monotonic() + timeout, None
-    try:
-        while time.monotonic() < deadline and (quiet_until is None or time.monotonic() < quiet_until):
-            for msg in consumer.consume(5000, 0.2):
-                if msg.error() is None:
-                    out.append(Output(msg.topic(), msg.key(), msg.value(), list(msg.headers() or [])))
-            if quiet_until is None and len(out) >= expected:
-                quiet_until = time.monotonic() + 3.0
-    finally:
-        consumer.close()
-    return out
-
-
 # -- the test -------------------------------------------------------------------------------------------------------
 
-def source_of(out: Output) -> tuple[str, int, int]:
-    if out.headers and any(name == "streamscore.source.offset" for name, _ in out.headers):
-        h = {name: value or b"" for name, value in out.headers}  # the service's headers come last
+def source_of(out: Record) -> tuple[str, int, int]:
+    if any(name == "streamscore.source.offset" for name, _ in out.header_list):
+        h = out.headers  # the service's headers come last, so they win over the input's of the same name
         return (h["streamscore.source.topic"].decode(), int(h["streamscore.source.partition"]),
                 int(h["streamscore.source.offset"]))
     src = orjson.loads(out.value or b"")["source"]
@@ -314,7 +279,7 @@ def describe(index: int, item: FuzzInput) -> str:
 @pytest.mark.timeout(300 + EXAMPLES // 10)
 def test_generated_bad_input_is_scored_or_dead_lettered_exactly_once(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     inputs = generate(EXAMPLES, SEED)
     assert len(inputs) == EXAMPLES
@@ -323,12 +288,13 @@ def test_generated_bad_input_is_scored_or_dead_lettered_exactly_once(
     assert len(placed) == len(inputs)
     proc = service(write_config(t, batching={"max_message_bytes": MAX_MESSAGE_BYTES}))
     proc.wait_ready()
-    outputs = read_outputs(bootstrap, [t.destination, t.dead_letter], len(inputs), timeout=120 + EXAMPLES / 50)
-    assert proc.process is not None and proc.process.poll() is None, f"the service died:\n{proc.log()[-3000:]}"
+    reader = output_reader(t)
+    reader.read_until(lambda records: len(records) >= len(inputs) or not proc.alive(), 120 + EXAMPLES / 50,
+                      f"{len(inputs)} outputs")
+    assert proc.alive(), f"the service died:\n{proc.log()[-3000:]}"
     with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/healthz", timeout=5) as r:
         assert r.status == 200, "the service is still turning"
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(60) == 0, proc.log()[-5000:]
+    outputs = stop_and_read(reader, proc, timeout=60)
     assert "Traceback" not in proc.log(), proc.log()[-5000:]
 
     fates: dict[int, str] = {}
@@ -354,13 +320,13 @@ def test_generated_bad_input_is_scored_or_dead_lettered_exactly_once(
     write_report(inputs, fates)
 
 
-def check_dead_letter(out: Output, index: int, item: FuzzInput) -> str:
-    headers = dict(out.headers)
+def check_dead_letter(out: Record, index: int, item: FuzzInput) -> str:
+    headers = dict(out.header_list)
     reason = (headers.get("streamscore.reason") or b"").decode()
     assert reason in REASONS, f"unknown reason {reason!r} for {describe(index, item)}"
     assert headers.get("streamscore.detail"), describe(index, item)
     original = list(item.headers or [])
-    assert out.headers[:len(original)] == original, f"original headers kept: {describe(index, item)}"
+    assert list(out.header_list[:len(original)]) == original, f"original headers kept: {describe(index, item)}"
     if reason == "oversize":
         assert item.value is not None and item.value.startswith(out.value or b"")
         assert int(headers["streamscore.value.truncated.from"] or b"") == len(item.value)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import contextlib
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,29 +12,18 @@ from pathlib import Path
 import pytest
 
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import consume, produce
+from tests.support import OutputReader, ServiceProcess, Topics, WaitTimeout, labelled, produce, samples, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def samples(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def labelled(values: dict[str, float], name: str) -> dict[str, float]:
-    pattern = re.compile(rf'^{re.escape(name)}\{{\w+="([^"]*)"\}}$')
-    return {m.group(1): v for k, v in values.items() if (m := pattern.match(k))}
+def consumer_lag(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k.startswith("streamscore_consumer_lag{")}
 
 
 def test_metrics_move_and_agree_with_the_events(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = [(k, v, None) for k, v in TransactionGenerator(seed=21, malformed_rate=0.05).encoded(6000)]
@@ -47,13 +35,18 @@ def test_metrics_move_and_agree_with_the_events(
         assert r.status == 200
 
     produce(bootstrap, t.source, inputs)
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), idle=1)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # outputs are visible a moment before the acknowledgement is counted
-        after = samples(proc.metrics())
-        if after["streamscore_end_to_end_latency_seconds_count"] >= len(inputs):
-            break
-        time.sleep(0.2)
+    outputs = output_reader(t).read_until(lambda records: len(records) >= len(inputs), 60, f"{len(inputs)} outputs")
+
+    def settled() -> bool:
+        # outputs are visible a moment before their acknowledgement is counted, and the lag is
+        # reported at the next commit (every commit_interval_ms) after that
+        values = samples(proc.metrics())
+        return (values["streamscore_end_to_end_latency_seconds_count"] >= len(inputs)
+                and set(consumer_lag(values).values()) == {0.0})
+
+    with contextlib.suppress(WaitTimeout):  # the assertions below say what did not settle
+        wait_for(settled, 20, "every acknowledgement counted and no lag left")
+    after = samples(proc.metrics())
 
     scored = sum(1 for r in outputs if r.topic == t.destination)
     dead = len(outputs) - scored
@@ -76,7 +69,7 @@ def test_metrics_move_and_agree_with_the_events(
     assert after["streamscore_in_flight_events"] == 0
     assert after["streamscore_commits_total"] > 0
     assert after["streamscore_assigned_partitions"] == 4
-    lag = {k: v for k, v in after.items() if k.startswith("streamscore_consumer_lag{")}
+    lag = consumer_lag(after)
     assert len(lag) == 4 and set(lag.values()) == {0.0}, f"caught up on every partition: {lag}"
 
     proc.signal(signal.SIGTERM)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 import pytest
 
-from load.faults.harness import wait_for
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import Record, committed, consume, produce, produce_raw_header_names
+from tests.support import (
+    OutputReader,
+    Record,
+    ServiceProcess,
+    Topics,
+    committed,
+    metric,
+    produce,
+    produce_raw_header_names,
+    stop_and_read,
+    wait_for,
+)
+from tests.support.kafka import Item
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +38,6 @@ def by_key(records: list[Record]) -> dict[bytes | None, list[Record]]:
     for r in records:
         grouped[r.key].append(r)
     return grouped
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$" if labels else rf"^{re.escape(name)} ([0-9.e+-]+)$"
-    match = re.search(pattern, text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def positions_from(records: list[Record], topics: Topics) -> dict[int, int]:
@@ -56,22 +59,33 @@ def _source_of(r: Record) -> tuple[str, int, int]:
     return src["topic"], src["partition"], src["offset"]
 
 
+def all_done(proc: ServiceProcess, events: int) -> Callable[[], bool]:
+    """A condition: ``proc`` consumed ``events`` events and has none left uncommitted."""
+    def done() -> bool:
+        assert proc.alive(), f"the service exited:\n{proc.log_tail(80)}"
+        text = proc.metrics()
+        return (metric(text, "streamscore_events_consumed_total") >= events
+                and metric(text, "streamscore_uncommitted_events") == 0)
+    return done
+
+
 def score_all(bootstrap: str, t: Topics, config: Path, service: Callable[..., ServiceProcess],
-              inputs: list[tuple[bytes, bytes, list[tuple[str, bytes]] | None]]) -> list[Record]:
-    """Produce the inputs, run the service until every output arrived, stop it with SIGTERM (exit 0)."""
+              output_reader: Callable[..., OutputReader],
+              inputs: Sequence[Item]) -> list[Record]:
+    """Produce the inputs, run the service until it consumed and committed all of them, stop it with
+    SIGTERM (exit 0), then read every output (duplicates written while draining included)."""
     produce(bootstrap, t.source, inputs)
     proc = service(config)
     proc.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
-    return outputs
+    wait_for(all_done(proc, len(inputs)), 60, f"{len(inputs)} inputs consumed and committed")
+    return stop_and_read(output_reader(t), proc)
 
 
-def kill_9_then_restart(bootstrap: str, t: Topics, config: Path, service: Callable[..., ServiceProcess],
-                        expected: int, scored_first: int) -> list[Record]:
-    """Kill -9 an instance once it scored ``scored_first`` events, restart it, read every output back,
-    then stop it with SIGTERM (exit 0)."""
+def kill_9_then_restart(t: Topics, config: Path, service: Callable[..., ServiceProcess],
+                        output_reader: Callable[..., OutputReader], keys: set[bytes], scored_first: int
+                        ) -> list[Record]:
+    """Kill -9 an instance once it scored ``scored_first`` events, restart it, wait for an output for
+    every key, stop it with SIGTERM (exit 0), then read every output."""
     first = service(config)
     first.wait_ready()
     wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= scored_first, 60,
@@ -80,19 +94,18 @@ def kill_9_then_restart(bootstrap: str, t: Topics, config: Path, service: Callab
     first.wait(10)
     second = service(config)
     second.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=expected, timeout=120)
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.log()
-    return outputs
+    reader = output_reader(t)
+    reader.read_until(lambda records: keys <= {r.key for r in records}, 120, f"an output for each of {len(keys)} keys")
+    return stop_and_read(reader, second)
 
 
 def test_clean_run_one_output_per_input_and_commits_at_the_end(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(20_000)
-    outputs = score_all(bootstrap, t, write_config(t), service, inputs)
+    outputs = score_all(bootstrap, t, write_config(t), service, output_reader, inputs)
 
     assert all(r.topic == t.destination for r in outputs), "valid events must not be dead-lettered"
     grouped = by_key(outputs)
@@ -113,7 +126,7 @@ def test_clean_run_one_output_per_input_and_commits_at_the_end(
 
 def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics(partitions=2)
     good = [(k, v, [("trace", b"t-" + k)]) for k, v in TransactionGenerator(seed=3).encoded(300)]
@@ -130,7 +143,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
     }
     bad = [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()]
     inputs = good[:150] + bad + good[150:]
-    outputs = score_all(bootstrap, t, write_config(t), service, inputs)
+    outputs = score_all(bootstrap, t, write_config(t), service, output_reader, inputs)
 
     scored = [r for r in outputs if r.topic == t.destination]
     dead = {r.key: r for r in outputs if r.topic == t.dead_letter}
@@ -151,7 +164,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_counts_add_up(
 
 def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     """librdkafka's Python client raises on reading such headers; the dead-letter path reads them."""
     t = topics(partitions=1)
@@ -163,9 +176,8 @@ def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
     produce(bootstrap, t.source, good[101:], partition=0)
     proc = service(write_config(t))
     proc.wait_ready()
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(good) + 1)
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.log()
+    wait_for(all_done(proc, len(good) + 1), 60, "every input consumed and committed")
+    outputs = stop_and_read(output_reader(t), proc)
     assert "Traceback" not in proc.log(), proc.log()
 
     grouped = by_key(outputs)
@@ -179,19 +191,18 @@ def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
 
 def test_model_that_raises_on_some_rows_dead_letters_only_those(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess], raising_model: Path,
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], raising_model: Path,
 ) -> None:
     t = topics(partitions=1)
     events = TransactionGenerator(seed=5).events(400)
     poisoned = {3, 77, 78, 250, 399}
     inputs = []
-    for i, e in enumerate(events):
-        if i in poisoned:
-            e = {**e, "hour": 99}
+    for i, event in enumerate(events):
+        e = {**event, "hour": 99} if i in poisoned else event
         inputs.append((e["transaction_id"].encode(), orjson.dumps(e), None))
     config = write_config(t, model={"path": str(raising_model), "score_output": "score",
                                     "score_column": None, "name": "raiser"})
-    outputs = score_all(bootstrap, t, config, service, inputs)
+    outputs = score_all(bootstrap, t, config, service, output_reader, inputs)
 
     dead = [r for r in outputs if r.topic == t.dead_letter]
     assert {r.key for r in dead} == {inputs[i][0] for i in poisoned}
@@ -201,12 +212,13 @@ def test_model_that_raises_on_some_rows_dead_letters_only_those(
 
 def test_kill_9_mid_stream_then_restart_loses_nothing(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(60_000, seed=11)
     produce(bootstrap, t.source, inputs)
-    outputs = kill_9_then_restart(bootstrap, t, write_config(t), service, len(inputs), scored_first=15_000)
+    outputs = kill_9_then_restart(t, write_config(t), service, output_reader, {k for k, _, _ in inputs},
+                                  scored_first=15_000)
 
     grouped = by_key(outputs)
     missing = {k for k, _, _ in inputs} - set(grouped)
@@ -217,7 +229,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
 
 def test_sigterm_under_load_drains_commits_and_exits_zero(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(40_000, seed=13)
@@ -225,10 +237,7 @@ def test_sigterm_under_load_drains_commits_and_exits_zero(
     proc = service(write_config(t))
     proc.wait_ready()
     wait_for(lambda: metric(proc.metrics(), "streamscore_events_scored_total") >= 5_000, 60, "scoring to start")
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(35) == 0, proc.log()
-
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=1, timeout=30, idle=3)
+    outputs = stop_and_read(output_reader(t), proc, timeout=35)
     ends = positions_from(outputs, t)
     assert committed(bootstrap, t.group, t.source, t.partitions) == {p: ends.get(p, -1001) for p in range(4)}, \
         "the drain commits exactly up to what was written"
@@ -237,7 +246,7 @@ def test_sigterm_under_load_drains_commits_and_exits_zero(
 
 def test_two_instances_split_partitions_and_lose_nothing_across_the_rebalance(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     inputs = valid_events(40_000, seed=17)
@@ -250,11 +259,11 @@ def test_two_instances_split_partitions_and_lose_nothing_across_the_rebalance(
     produce(bootstrap, t.source, inputs[20_000:])
 
     wait_for(lambda: metric(second.metrics(), "streamscore_assigned_partitions") > 0, 60, "second instance assignment")
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs), timeout=120)
-    a, b = metric(first.metrics(), "streamscore_assigned_partitions"), metric(second.metrics(), "streamscore_assigned_partitions")
-    for proc in (first, second):
-        proc.signal(signal.SIGTERM)
-    assert first.wait(30) == 0 and second.wait(30) == 0
+    keys = {k for k, _, _ in inputs}
+    reader = output_reader(t)
+    reader.read_until(lambda records: keys <= {r.key for r in records}, 120, "an output for every input")
+    a, b = (metric(proc.metrics(), "streamscore_assigned_partitions") for proc in (first, second))
+    outputs = stop_and_read(reader, first, second)
 
     assert a + b == 4 and a > 0 and b > 0, "the two instances split the partitions"
     assert {k for k, _, _ in inputs} <= set(by_key(outputs)), "nothing lost across the rebalance"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,13 +26,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trustme
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from cryptography.hazmat.primitives import serialization
 
 from streamscore.broker import EmbeddedBroker, free_port
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
-from tests.integration.conftest import ServiceProcess, Topics
+from tests.support import OutputReader, ServiceProcess, Topics, produce_one, stop_and_read
 
 pytestmark = pytest.mark.integration
 
@@ -163,14 +162,14 @@ def test_without_the_right_key_password_validate_fails_with_one_line_that_keeps_
 
 def test_scores_end_to_end_through_tls_and_never_logs_the_secrets(
     tls_broker: TlsBroker, tls_config: Callable[..., tuple[Path, Topics]], service: Callable[..., ServiceProcess],
-    tmp_path: Path,
+    output_reader: Callable[..., OutputReader], tmp_path: Path,
 ) -> None:
     config, t = tls_config()
     client = {**tls_broker.client(), "ssl.key.password": KEY_PASSWORD}
     events = list(TransactionGenerator(seed=8).encoded(300))
     producer = Producer({"bootstrap.servers": tls_broker.bootstrap, **client})
     for key, value in events:
-        producer.produce(t.source, value, key)
+        produce_one(producer, t.source, value, key)
     assert producer.flush(30) == 0
 
     # DEBUG logs and every librdkafka debug context; a SASL password is set too (librdkafka ignores
@@ -183,26 +182,13 @@ def test_scores_end_to_end_through_tls_and_never_logs_the_secrets(
            "STREAMSCORE_LOG_LEVEL": "DEBUG", "STREAMSCORE_KAFKA__CLIENT__DEBUG": "all"}
     proc = service(config, env=env)
     proc.wait_ready(60)
-    outputs = read(tls_broker.bootstrap, client, [t.destination, t.dead_letter], len(events))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(60) == 0, proc.log()[-3000:]
+    reader = output_reader(t, tls_broker.bootstrap, client)
+    reader.read_until(lambda records: len(records) >= len(events), 60, f"{len(events)} outputs")
+    outputs = stop_and_read(reader, proc, timeout=60)
 
     assert len(outputs) == len(events)
-    assert {orjson.loads(v)["source"]["topic"] for v in outputs} == {t.source}
+    assert {orjson.loads(r.value or b"{}")["source"]["topic"] for r in outputs} == {t.source}
     log = proc.log()
     assert "ssl.key.password = [redacted]" in log, "librdkafka printed its configuration into the log"
     assert KEY_PASSWORD not in log and SASL_PASSWORD not in log
 
-
-def read(bootstrap: str, client: dict[str, str], topics: list[str], expected: int, timeout: float = 60) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, **client, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000})
-    consumer.subscribe(topics)
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < expected and time.monotonic() < deadline:
-            values += [m.value() for m in consumer.consume(1000, 0.2) if m.error() is None]
-    finally:
-        consumer.close()
-    return values

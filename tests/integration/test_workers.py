@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +14,7 @@ import pytest
 
 from streamscore.broker import free_port
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.conftest import ServiceProcess, Topics
-from tests.integration.kafka_helpers import consume, produce
-from tests.integration.test_service import metric
+from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ def free_port_pair() -> int:
 
 def test_two_workers_share_the_partitions_and_write_each_output_once(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics()
     proc = service(write_config(t, metrics={"port": free_port_pair()}), args=("--workers", "2"))
@@ -52,10 +51,10 @@ def test_two_workers_share_the_partitions_and_write_each_output_once(
 
     inputs = [(k, v, None) for k, v in TransactionGenerator(seed=31).encoded(10_000)]
     produce(bootstrap, t.source, inputs)
-    outputs = consume(bootstrap, [t.destination, t.dead_letter], expected=len(inputs))
-    proc.signal(signal.SIGTERM)
-    assert proc.wait(40) == 0, proc.log()
-    assert sorted(r.key for r in outputs) == sorted(k for k, _, _ in inputs), "each input exactly once"
+    reader = output_reader(t)
+    reader.read_until(lambda records: len(records) >= len(inputs), 60, f"{len(inputs)} outputs")
+    outputs = stop_and_read(reader, proc, timeout=40)
+    assert Counter(r.key for r in outputs) == Counter(k for k, _, _ in inputs), "each input exactly once"
 
 
 def test_a_worker_that_cannot_start_stops_the_others_and_the_parent_exits_non_zero(
@@ -79,7 +78,8 @@ def test_workers_do_not_outlive_a_killed_parent(
 ) -> None:
     t = topics()
     proc = service(write_config(t, metrics={"port": free_port_pair()}), args=("--workers", "2"))
-    proc.wait_ready()
+    proc.wait_ready()  # worker 0; worker 1 handles SIGTERM once it serves metrics (handlers come first)
+    wait_for(lambda: _serves_metrics(proc, 1), 60, "worker 1 serving metrics")
     started = re.search(r"started 2 workers \(pids (\d+), (\d+)\)", proc.log())
     assert started, proc.log()
     pids = [int(p) for p in started.groups()]
@@ -90,6 +90,14 @@ def test_workers_do_not_outlive_a_killed_parent(
         time.sleep(0.2)
     assert not any(_running(pid) for pid in pids), proc.log()
     assert proc.log().count("SIGTERM received: draining") == 2, "each worker was told to drain"
+
+
+def _serves_metrics(proc: ServiceProcess, worker: int) -> bool:
+    try:
+        proc.metrics(worker)
+    except OSError:
+        return False
+    return True
 
 
 def _running(pid: int) -> bool:

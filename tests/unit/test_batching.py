@@ -42,7 +42,7 @@ def make_batcher(clock: FakeClock) -> Callable[[int, float], Batcher[int]]:
 
 @pytest.mark.parametrize(("max_size", "max_wait"), [(0, 1.0), (-1, 1.0), (1, -0.001)])
 def test_rejects_impossible_limits(max_size: int, max_wait: float) -> None:
-    with pytest.raises(ValueError, match="max_size|max_wait"):
+    with pytest.raises(ValueError, match=r"max_size|max_wait"):
         Batcher(max_size, max_wait, FakeClock())
 
 

@@ -10,7 +10,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from streamscore.delivery.tracker import OffsetTracker, Ticket, TopicPartition
+from streamscore.core.records import TopicPartition
+from streamscore.delivery.tracker import OffsetTracker, Ticket
 
 A, B, C = ("t", 0), ("t", 1), ("u", 0)
 
@@ -252,7 +253,7 @@ class TrackerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tracker = OffsetTracker()
-        self.next_offset = {tp: 0 for tp in self.PARTITIONS}
+        self.next_offset = dict.fromkeys(self.PARTITIONS, 0)
         self.owner: dict[TopicPartition, dict[int, Ticket]] = {tp: {} for tp in self.PARTITIONS}
         self.tickets: list[Ticket] = []
         self.unacked: list[Ticket] = []  # one entry per output not yet acknowledged

@@ -215,13 +215,14 @@ def remove(section: str, key: str) -> Mutate:
 @pytest.mark.parametrize(("mutate", "expected"), [
     # unknown keys, with what the section accepts
     (lambda c: c["batching"].update(max_batch=1),
-     "batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, adaptive, max_in_flight, "
-     "max_message_bytes, max_json_depth, commit_interval_ms, drain_timeout_s)"),
+     ("batching.max_batch: unknown key (expected one of: max_batch_size, max_wait_ms, adaptive, max_in_flight, "
+      "max_message_bytes, max_json_depth, commit_interval_ms, drain_timeout_s)")),
     (lambda c: c.update(batchin={}), "batchin: unknown key (expected one of: kafka, batching, model, features,"),
     (lambda c: c["features"][1].update(bogus=1), "features[1].bogus: unknown key (expected one of: name, path,"),
-    (lambda c: c["decisions"]["rules"][0].update(score=1), "decisions.rules[0].score: unknown key (expected one of: "
-                                                            "label, min_score)"),
-    (lambda c: c["model"].update(file="m.onnx"), "model.file: unknown key (expected one of: kind, path, name, version,"),
+    (lambda c: c["decisions"]["rules"][0].update(score=1),
+     "decisions.rules[0].score: unknown key (expected one of: label, min_score)"),
+    (lambda c: c["model"].update(file="m.onnx"),
+     "model.file: unknown key (expected one of: kind, path, name, version,"),
     # missing required keys
     (remove("kafka", "destination_topic"), "kafka.destination_topic: required key is missing"),
     (remove("model", "path"), "model.path: required key is missing"),
@@ -242,8 +243,8 @@ def remove(section: str, key: str) -> Mutate:
     (lambda c: c["kafka"].update(client={"sasl.password": None}),
      "kafka.client.sasl.password: expected a string, number or boolean"),
     (lambda c: c.update(batching=5), "batching: Input should be a valid dictionary"),
-    (lambda c: c["features"][0].update(dtype="double"), "features[0].dtype: Input should be 'float', 'int', 'bool' or "
-                                                         "'category' (got 'double')"),
+    (lambda c: c["features"][0].update(dtype="double"),
+     "features[0].dtype: Input should be 'float', 'int', 'bool' or 'category' (got 'double')"),
     (lambda c: c["model"].update(provider="gpu"),
      "model.provider: Input should be 'auto', 'cpu', 'cuda' or 'tensorrt' (got 'gpu')"),
     (lambda c: c.update(log_level="TRACE"), "log_level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
@@ -323,13 +324,14 @@ def test_passthrough_values_can_come_from_files(write_config: WriteConfig, tmp_p
     (tmp_path / "sasl").write_text("s3cret 0123\n")
     (tmp_path / "key").write_text("k\n\n")
     env = {"STREAMSCORE_KAFKA__CLIENT__SSL_KEY_PASSWORD": f"${{file:{tmp_path / 'key'}}}"}
-    s = load_settings(write_config(lambda c: c["kafka"].update(client={"sasl.password": f"${{file:{tmp_path / 'sasl'}}}",
-                                                                       "sasl.username": "${file:not closed"})), env=env)
+    client = {"sasl.password": f"${{file:{tmp_path / 'sasl'}}}", "sasl.username": "${file:not closed"}
+    s = load_settings(write_config(lambda c: c["kafka"].update(client=client)), env=env)
     assert s.kafka.client == {"sasl.password": "s3cret 0123", "sasl.username": "${file:not closed",
                               "ssl.key.password": "k\n"}
 
 
 def test_an_unreadable_secret_file_is_one_line_naming_the_key(write_config: WriteConfig, tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    message = config_error(write_config(lambda c: c["kafka"].update(producer={"sasl.password": f"${{file:{missing}}}"})))
+    producer = {"sasl.password": f"${{file:{missing}}}"}
+    message = config_error(write_config(lambda c: c["kafka"].update(producer=producer)))
     assert message == f"kafka.producer: sasl.password: cannot read {missing} (No such file or directory)"

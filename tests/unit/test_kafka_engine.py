@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import logging
 import threading
-
-import pytest
-
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from streamscore.config import KafkaSettings
-from streamscore.engines.kafka import KafkaSink, KafkaSource, _consume_error, _reporting, consumer_config, producer_config
+from streamscore.engines.kafka import (
+    KafkaSink,
+    KafkaSource,
+    _consume_error,
+    _reporting,
+    consumer_config,
+    producer_config,
+)
 from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
 
 SETTINGS = KafkaSettings(source_topics=["in"], destination_topic="out", dead_letter_topic="dlq",

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamscore.config import Settings
-from streamscore.core.records import Headers, Rejection, ScoredBatch, SourceMessage
-from streamscore.runners.base import ModelRunner
 from streamscore.core.decode import decode
+from streamscore.core.records import Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec, predict_isolating
+from streamscore.runners.base import ModelRunner
 
 MARK = 666.0
 """An amount the fake model cannot score: it raises for any batch holding it."""
@@ -157,8 +157,8 @@ def test_decode_size_limit_is_inclusive_and_details_say_why() -> None:
     events, rejections = decode([at_limit, at_limit + b" ", None], max_bytes=len(at_limit))
     assert events[0] == {"a": "yyy"}
     assert rejections == [
-        Rejection(1, "oversize", f"{len(at_limit) + 1} bytes exceeds the limit of {len(at_limit)}"),
-        Rejection(2, "empty", "message has no value"),
+        Rejection(1, Reason.OVERSIZE, f"{len(at_limit) + 1} bytes exceeds the limit of {len(at_limit)}"),
+        Rejection(2, Reason.EMPTY, "message has no value"),
     ]
 
 
@@ -189,7 +189,7 @@ def test_decode_nesting_limit(value: bytes, fate: str) -> None:
         assert rejections == [] and type(events[0]) is dict
     else:
         assert events[0] is None
-        assert rejections == [Rejection(0, "too_deep", "JSON nested deeper than 8 levels")]
+        assert rejections == [Rejection(0, Reason.TOO_DEEP, "JSON nested deeper than 8 levels")]
 
 
 def test_the_deepest_allowed_event_renders_its_copied_fields(runner: FakeRunner) -> None:

@@ -1,32 +1,33 @@
 """Test-side Kafka helpers: produce inputs, read outputs back, read committed offsets.
 
 Counts come from consuming records, never from end offsets: the embedded broker reports a
-partition's high watermark as the base offset of its last record batch plus one.
+partition's high watermark (ListOffsets) as the base offset of its last record batch plus one.
+Outputs are read with ``OutputReader`` (``load.kafka_io``): while a service runs, until a known
+count or set of keys arrived; after it exited, to the end of every partition (``stop_and_read``).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
+import signal
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Self
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from load.faults.harness import ServiceProcess
+from load.kafka_io import OutputReader, ReadTimeout, Record, produce_one
 
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
+__all__ = ["OutputReader", "ReadTimeout", "Record", "committed", "produce", "produce_one",
+           "produce_raw_header_names", "stop_and_read"]
+
+Item = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]
+"""(key, value, headers) of one input."""
+RawItem = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
+"""(key, value, headers) of one input whose header names are bytes."""
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]],
-            partition: int | None = None) -> int:
+def produce(bootstrap: str, topic: str, items: Iterable[Item], partition: int | None = None) -> int:
     """Produce (key, value, headers) items; returns how many were acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
                          "message.max.bytes": 4_000_000})
@@ -38,13 +39,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
             acked += 1
 
     for key, value, headers in items:
-        kwargs = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_one(producer, topic, value, key, headers=headers, partition=partition, on_delivery=on_delivery)
         producer.poll(0)
     assert producer.flush(30) == 0, "inputs not acknowledged by the broker"
     return acked
@@ -55,7 +50,7 @@ class _RawName(str):
 
     raw: bytes
 
-    def __new__(cls, raw: bytes) -> _RawName:
+    def __new__(cls, raw: bytes) -> Self:
         name = super().__new__(cls, raw.decode("latin-1"))
         name.raw = raw
         return name
@@ -64,7 +59,7 @@ class _RawName(str):
         return self.raw
 
 
-def produce_raw_header_names(bootstrap: str, topic: str, items: Iterable[tuple[bytes, bytes, list[tuple[bytes, bytes]]]],
+def produce_raw_header_names(bootstrap: str, topic: str, items: Iterable[RawItem],
                              partition: int = 0) -> None:
     """Produce records whose header names are arbitrary bytes (not UTF-8, say), as other clients
     can; librdkafka's Python producer only takes str names. Uses kafka-python, a pure-Python client."""
@@ -81,33 +76,16 @@ def produce_raw_header_names(bootstrap: str, topic: str, items: Iterable[tuple[b
         producer.close()
 
 
-def consume(bootstrap: str, topics: list[str], expected: int, timeout: float = 60.0, idle: float = 3.0) -> list[Record]:
-    """Read topics from the start until ``expected`` records arrived (then ``idle`` more seconds, to
-    catch extras) or ``timeout`` passed."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
-    })
-    consumer.subscribe(topics)
-    records: list[Record] = []
-    deadline = time.monotonic() + timeout
-    quiet_until: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            batch = consumer.consume(5000, 0.2)
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                      dict(msg.headers() or [])))
-            if len(records) >= expected:
-                if quiet_until is None:
-                    quiet_until = time.monotonic() + idle
-                elif time.monotonic() >= quiet_until:
-                    break
-    finally:
-        consumer.close()
-    return records
+def stop_and_read(reader: OutputReader, *procs: ServiceProcess, timeout: float = 30.0) -> list[Record]:
+    """SIGTERM every process still running, check that each (also one that had already exited)
+    exits 0, then read ``reader``'s topics to the end: drain duplicates included."""
+    for proc in procs:
+        if proc.alive():
+            proc.signal(signal.SIGTERM)
+    for proc in procs:
+        code = proc.wait(timeout)
+        assert code == 0, f"exit code {code}:\n{proc.log_tail(80)}"
+    return reader.read_to_end()
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
