@@ -26,6 +26,7 @@ def child(events: int, score: int, batch: int) -> None:
     """Score ``score`` of ``events`` generated events (run under valgrind by the parent)."""
     from importlib.resources import files
 
+    from load.pipeline_throughput import _Message
     from streamscore.config import load_settings
     from streamscore.core.scorer import Scorer, ScoringSpec
     from streamscore.demo.transactions import TransactionGenerator
@@ -40,21 +41,6 @@ def child(events: int, score: int, batch: int) -> None:
     messages = [_Message(v, i) for i, v in enumerate(values)]
     for start in range(0, score, batch):
         scorer.score(messages[start:start + batch])
-
-
-class _Message:
-    __slots__ = ("_offset", "_value")
-
-    def __init__(self, value: bytes, offset: int) -> None:
-        self._value, self._offset = value, offset
-
-    def topic(self) -> str: return "in"
-    def partition(self) -> int: return 0
-    def offset(self) -> int: return self._offset
-    def key(self) -> None: return None
-    def value(self) -> bytes: return self._value
-    def headers(self) -> None: return None
-    def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
 
 
 def instructions(events: int, score: int, batch: int, workdir: Path) -> int:

@@ -13,6 +13,7 @@ import pytest
 from streamscore.breaker import Breaker
 from streamscore.config import BreakerSettings
 from streamscore.errors import ModelUnavailable
+from streamscore.pipeline import Pipeline
 from tests.unit.fakes import FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
 
 
@@ -43,11 +44,8 @@ def with_breaker(max_outage_s: float, **batching: float) -> object:
     return settings(**batching).model_copy(update={"breaker": breaker_settings(max_outage_s)})
 
 
-def test_a_model_down_for_good_dead_letters_nothing_and_ends_the_run_non_zero() -> None:
-    msgs = messages(20)
-    source, sink = FakeSource(msgs), FakeSink()
-    runner = FailingRunner()
-    p = pipeline(source, sink, with_breaker(0.4, max_batch_size=10), runner=runner)  # type: ignore[arg-type]
+def watch_readiness(p: Pipeline) -> list[bool]:
+    """Readiness after each step of ``p``."""
     readiness: list[bool] = []
     step = p.step
 
@@ -56,6 +54,15 @@ def test_a_model_down_for_good_dead_letters_nothing_and_ends_the_run_non_zero() 
         readiness.append(p.health.ready)
 
     p.step = watched_step  # type: ignore[method-assign]
+    return readiness
+
+
+def test_a_model_down_for_good_dead_letters_nothing_and_ends_the_run_non_zero() -> None:
+    msgs = messages(20)
+    source, sink = FakeSource(msgs), FakeSink()
+    runner = FailingRunner()
+    p = pipeline(source, sink, with_breaker(0.4, max_batch_size=10), runner=runner)  # type: ignore[arg-type]
+    readiness = watch_readiness(p)
     started = time.monotonic()
     with pytest.raises(ModelUnavailable, match="max_outage_s"):
         p.run(threading.Event())
@@ -75,14 +82,7 @@ def test_a_model_that_recovers_lets_consumption_resume_with_nothing_lost() -> No
     source, sink = FakeSource(msgs), FakeSink()
     runner = FailingRunner(healthy_at=time.monotonic() + 0.3)
     p = pipeline(source, sink, with_breaker(30, max_batch_size=10), runner=runner)  # type: ignore[arg-type]
-    readiness: list[bool] = []
-    step = p.step
-
-    def watched_step() -> None:
-        step()
-        readiness.append(p.health.ready)
-
-    p.step = watched_step  # type: ignore[method-assign]
+    readiness = watch_readiness(p)
     run_until_consumed(p, source, len(msgs))
     assert False in readiness and readiness[-1], "unready while the model was down, ready again after"
     assert Counter(k for _, k, _ in sink.records) == Counter(m.key() for m in msgs), "every event written once"
