@@ -28,6 +28,9 @@ class Message:
     def partition(self) -> int: return self._p
     def offset(self) -> int: return self._o
     def timestamp(self) -> tuple[int, int]: return self._ts
+    def key(self) -> None: return None
+    def value(self) -> None: return None
+    def headers(self) -> None: return None
 
 
 @given(
