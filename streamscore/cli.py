@@ -80,8 +80,13 @@ def _load(path: Path, level_override: str | None) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from streamscore.signals import stop_on_signals
+
+    stop = threading.Event()
+    if args.workers == 1:  # first, before the heavy imports: a stop during start-up is a clean stop
+        stop_on_signals(stop)
     from streamscore.config import Settings
-    from streamscore.service import Service, stop_on_signals, transactional_id
+    from streamscore.service import Service, transactional_id
 
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
@@ -90,8 +95,6 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_workers(args.config, args.workers, settings.metrics.port, args.log_level,
                            transactional_id(settings))
-    stop = threading.Event()
-    stop_on_signals(stop)
     return Service(settings).run(stop)
 
 

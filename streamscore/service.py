@@ -5,11 +5,9 @@ build (and refuse) exactly the same things."""
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 from dataclasses import dataclass
-from types import FrameType
 
 from streamscore.breaker import Breaker
 from streamscore.config import Settings
@@ -93,6 +91,10 @@ class Service:
     def run(self, stop: threading.Event | None = None) -> int:
         stop = stop or threading.Event()
         pipeline = self.pipeline or self.start()
+        if stop.is_set():  # asked to stop while starting: nothing consumed, nothing to drain
+            self.close()
+            log.info("stopped before consuming")
+            return 0
         try:
             drained = pipeline.run(stop)
         finally:
@@ -109,17 +111,3 @@ class Service:
             destination.close()
         self.parts.engine.producer.close()
         self.runner.close()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT ask for a drain; a second one exits at once without committing more."""
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting without finishing the drain", signal.Signals(signum).name)
-            raise SystemExit(1)
-        log.info("%s received: draining", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)

@@ -24,7 +24,8 @@ from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
 from streamscore.runners.onnx import OnnxRunner
-from streamscore.service import Service, stop_on_signals
+from streamscore.service import Service
+from streamscore.signals import stop_on_signals
 
 
 class SlowRunner:

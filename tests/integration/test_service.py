@@ -267,3 +267,22 @@ def test_two_instances_split_partitions_and_lose_nothing_across_the_rebalance(
 
     assert a + b == 4 and a > 0 and b > 0, "the two instances split the partitions"
     assert {k for k, _, _ in inputs} <= set(by_key(outputs)), "nothing lost across the rebalance"
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (the SigCgt mask of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(mask >> (signum - 1) & 1)
+
+
+def test_sigterm_while_starting_is_a_clean_stop(
+    topics: Callable[..., Topics], write_config: Callable[..., Path], service: Callable[..., ServiceProcess],
+) -> None:
+    """A stop that lands while the model loads and the broker is checked: exit 0, nothing consumed."""
+    t = topics()
+    proc = service(write_config(t))
+    wait_for(lambda: catches(proc.pid, signal.SIGTERM), 30, "the SIGTERM handler installed")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, proc.log_tail()
+    assert "stopped before consuming" in proc.log() or "stopped: consumed 0" in proc.log(), proc.log_tail()
