@@ -27,29 +27,22 @@ def score_records(
     now_ms: int,
 ) -> list[bytes]:
     """One JSON record per scored event (``rows`` index ``messages``, ``positions`` the ``copied``
-    columns): the copied fields, score, decision, model name and version, source and times.
-
-    Built from pre-encoded parts with one bytes format per record: what is the same for the whole
-    batch (model, version, labels, scoring time) is encoded once; only values are encoded per record.
-    """
+    columns): the copied fields, score, decision, model name and version, source and times."""
+    name, version = model
     dumps = orjson.dumps
-    name, version = (dumps(part).replace(b"%", b"%%") for part in model)
-    template = (b'{%b"score":%b,"decision":%b,"model":' + name + b',"model_version":' + version
-                + b',"source":{"topic":%b,"partition":%d,"offset":%d},"event_time_ms":%b,"scored_at_ms":'
-                + str(now_ms).encode() + b"}")
-    label_parts = [dumps(label) for label in labels]
-    fields = [(dumps(field) + b":", column) for field, column in dict(copied).items()]
-    topics: dict[str | None, bytes] = {}
     out: list[bytes] = []
     for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
         msg = messages[row]
-        head = b"".join([key + dumps(v) + b"," for key, column in fields
-                         if (v := column[pos]) is not MISSING and type(v) is not NotAnObject]) if fields else b""
-        topic = msg.topic()
-        topic_part = topics.get(topic) or topics.setdefault(topic, dumps(topic))
+        record = {n: v for n, column in copied if (v := column[pos]) is not MISSING and type(v) is not NotAnObject}
         ts_type, ts = msg.timestamp()
-        out.append(template % (head, dumps(score), label_parts[decision], topic_part, msg.partition(), msg.offset(),
-                               b"%d" % ts if ts_type else b"null"))
+        record["score"] = score
+        record["decision"] = labels[decision]
+        record["model"] = name
+        record["model_version"] = version
+        record["source"] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+        record["event_time_ms"] = ts if ts_type else None
+        record["scored_at_ms"] = now_ms
+        out.append(dumps(record))
     return out
 
 
