@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -85,9 +86,14 @@ def _set_topic_config(bootstrap: str, topic: str, key: str, value: str) -> None:
 
 # -- a. broker kill -9 and restart -----------------------------------------------------------------
 
+RESUME_TIMEOUT = 360.0
+"""Seconds the service has to commit again after the broker is back, or to exit: outputs stuck in
+the producer fail after ``message.timeout.ms`` (300 s by default), and then the service exits 1."""
+
+
 def broker_kill9(env: Env, size: Size, down: float = 2.0) -> Result:
     """kill -9 the broker mid-stream, restart it ``down`` s later on the same data and port. The
-    service either rides it out (goes on consuming once the broker is back) or exits non-zero, and
+    service either rides it out (commits again once the broker is back) or exits non-zero, and
     then its restart resumes from the last commit."""
     with env.broker(own=True) as (bootstrap, broker):
         assert isinstance(broker, KafkaBroker)
@@ -96,32 +102,53 @@ def broker_kill9(env: Env, size: Size, down: float = 2.0) -> Result:
         proc = env.service(config).start()
         proc.wait_ready()
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
-        procs, exit_codes, rode_out, outage, mid_stream = [proc], [], 0, [], 0
+        procs, exit_codes, rode_out, mid_stream = [proc], [], 0, 0
+        outage: list[float] = []
+        resumed_after: list[float] = []
         for i in range(size.faults):
             target = size.events * (i + 1) // (size.faults + 2)
             wait_for(_flowing(stream, target, procs[-1]), 300, "the stream to flow")
-            before = _consumed(procs[-1])
+            before = _committed_total(bootstrap, t)
             mid_stream += int(not stream.done)
             killed = time.monotonic()
             broker.kill()
             time.sleep(down)
             broker.start()
-            outage.append(round(time.monotonic() - killed, 1))
-            proc = procs[-1]
-            wait_for(lambda: not proc.alive() or _consumed(proc) > before, 180,  # noqa: B023
-                     "the service to resume or exit after the broker restart")
-            if proc.alive():
+            back = time.monotonic()
+            outage.append(round(back - killed, 1))
+            wait_for(_resumed(procs[-1], bootstrap, t, before, size.events), RESUME_TIMEOUT,
+                     "the service to commit again or exit after the broker restart", interval=1.0)
+            resumed_after.append(round(time.monotonic() - back, 1))
+            if procs[-1].alive():
                 rode_out += 1
                 continue
-            exit_codes.append(proc.wait(10))
+            exit_codes.append(procs[-1].wait(10))
             procs.append(env.service(config).start())
             procs[-1].wait_ready()
         result = Result("broker kill -9 and restart", size.events,
                         f"{size.faults} × broker kill -9, restarted after {down:g} s", 0, 0, size.faults * PER_FAULT)
         result.checks["every kill hit a flowing stream"] = mid_stream == size.faults
         result.checks["rode it out, or exited non-zero and the restart resumed"] = all(c != 0 for c in exit_codes)
-        result.notes.update(rode_out=rode_out, exit_codes=exit_codes, broker_outage_seconds=outage)
+        result.notes.update(rode_out=rode_out, exit_codes=exit_codes, broker_outage_seconds=outage,
+                            seconds_to_first_commit_or_exit_after_restart=resumed_after)
         return _finish(env, bootstrap, t, stream, procs[-1:], result)
+
+
+def _committed_total(bootstrap: str, t: Topics) -> int:
+    """Events the group has committed, over all source partitions (-1 while the broker does not answer)."""
+    try:
+        return sum(max(0, position) for position in committed(bootstrap, t).values())
+    except KafkaException:
+        return -1
+
+
+def _resumed(proc: ServiceProcess, bootstrap: str, t: Topics, before: int, events: int) -> Callable[[], bool]:
+    """A condition: ``proc`` exited, or the group committed past ``before`` (or everything): a
+    commit needs the broker to have acknowledged outputs and accepted the offsets."""
+    def resumed() -> bool:
+        total = _committed_total(bootstrap, t)
+        return not proc.alive() or total > before or total >= events
+    return resumed
 
 
 # -- c. destination topic deleted ------------------------------------------------------------------
