@@ -218,6 +218,7 @@ def _account_final(bootstrap: str, t: Topics, ids: frozenset[bytes], rest: froze
         reader.read_until(lambda records: rest <= {r.key for r in records} or not final.alive(), 180,
                           "an output for every input of the second half")
         if final.alive():
+            final.wait_ready()  # as in scenarios._finish: it must have started before it is stopped
             final.signal(signal.SIGTERM)
         code = final.wait(60)
         outputs = deleted + outputs_of(reader.read_to_end(), t)
