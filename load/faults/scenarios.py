@@ -436,6 +436,8 @@ class Scenario:
     run: Callable[[Env, Size], Result]
     ci: Size
     full: Size
+    brokers: tuple[str, ...] = ("tansu", "kafka")
+    """The brokers it can run on (the broker-crash scenarios need Apache Kafka's disk storage)."""
 
 
 SCENARIOS: dict[str, Scenario] = {

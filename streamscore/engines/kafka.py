@@ -207,14 +207,18 @@ def _consume_error(message: Any) -> bool:
     return True
 
 
-def _reporting(on_delivery: DeliveryCallback) -> Callable[[KafkaError | None, Any], None]:
-    """librdkafka's delivery report as ``on_delivery(DeliveryError | None)``: one adapter per batch."""
+def _reporting(on_delivery: DeliveryCallback, topic: str) -> Callable[[KafkaError | None, Any], None]:
+    """librdkafka's delivery report as ``on_delivery(DeliveryError | None)``: one adapter per batch.
+    The error names ``topic`` (with the partition when the message has one): the one line an
+    operator sees on exit must say where the write failed."""
 
-    def report(err: KafkaError | None, _msg: Any) -> None:
+    def report(err: KafkaError | None, msg: Any) -> None:
         if err is None:
             on_delivery(None)
-        else:
-            on_delivery(DeliveryError(f"an output was not accepted by the broker: {err.str()}", err.code()))
+            return
+        partition = msg.partition() if msg is not None else None
+        where = f"{topic}[{partition}]" if isinstance(partition, int) and partition >= 0 else topic
+        on_delivery(DeliveryError(f"an output to {where} was not accepted by the broker: {err.str()}", err.code()))
 
     return report
 
@@ -299,14 +303,14 @@ class KafkaSink:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:
-        self._produce(topic, key, value, headers, _reporting(on_delivery))
+        self._produce(topic, key, value, headers, _reporting(on_delivery, topic))
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
                      on_delivery: DeliveryCallback) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
         produce = producer.produce
-        report = _reporting(on_delivery)
+        report = _reporting(on_delivery, topic)
         for key, value in records:
             try:
                 produce(topic, value, key, on_delivery=report)

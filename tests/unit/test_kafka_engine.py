@@ -124,12 +124,33 @@ def test_fatal_and_exhausted_transactional_errors_become_delivery_errors() -> No
 
 def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
     seen: list[Any] = []
-    report = _reporting(seen.append)
+    report = _reporting(seen.append, "scores")
     report(None, object())
-    report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), object())
+    report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), Delivered(2))
     assert seen[0] is None
     assert isinstance(seen[1], DeliveryError) and seen[1].code == KafkaError.MSG_SIZE_TOO_LARGE
-    assert "too large" in str(seen[1])
+    assert str(seen[1]) == "an output to scores[2] was not accepted by the broker: too large"
+
+
+def test_a_delivery_error_names_the_topic_without_a_partition() -> None:
+    """Rejected locally (no message) or never partitioned (-1, unknown topic): the topic alone."""
+    seen: list[Any] = []
+    report = _reporting(seen.append, "scores")
+    report(KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out"), None)
+    report(KafkaError(KafkaError._UNKNOWN_TOPIC, "Unknown topic"), Delivered(-1))
+    assert [str(e) for e in seen] == [
+        "an output to scores was not accepted by the broker: Message timed out",
+        "an output to scores was not accepted by the broker: Unknown topic"]
+
+
+class Delivered:
+    """The part of a librdkafka message a delivery report reads."""
+
+    def __init__(self, partition: int) -> None:
+        self._partition = partition
+
+    def partition(self) -> int:
+        return self._partition
 
 
 class ErrorMessage:

@@ -1,0 +1,320 @@
+"""The fault scenarios only a broker with disk storage allows (issue 10): Apache Kafka only.
+
+Each runs ``streamscore run`` against its own Apache Kafka node (``scripts/kafka.sh``) and ends in
+the same accounting as ``scenarios``: every input id maps to its outputs, lost = 0, duplicates
+within the at-least-once bound.
+
+- ``broker_kill9``: the broker is killed with -9 mid-stream and restarted on the same data.
+- ``destination_deleted``: the score topic is deleted mid-stream; the service must stop with one
+  line naming the topic and commit nothing past its last acknowledged output.
+- ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``.
+
+The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
+Apache Kafka as it does on Tansu.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import signal
+import time
+from collections.abc import Callable
+
+import orjson
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
+
+from load.brokers import KafkaBroker
+from load.faults.harness import (
+    InputStream,
+    Output,
+    ServiceProcess,
+    Topics,
+    account,
+    commits_past_outputs,
+    committed,
+    make_topics,
+    output_reader,
+    outputs_of,
+    write_config,
+)
+from load.faults.scenarios import PER_FAULT, Env, Result, Scenario, Size, _finish
+from load.kafka_io import OutputReader, Record
+from load.waiting import wait_for
+from streamscore.engines.kafka_admin import create_topics
+
+ERROR_LINE = re.compile(r"^streamscore: error: .*$", re.MULTILINE)
+"""The one line the CLI prints when the service stops on an error."""
+
+
+def _consumed(proc: ServiceProcess) -> float:
+    return proc.scrape().get("streamscore_events_consumed_total", 0.0)
+
+
+def _flowing(stream: InputStream, produced: int, proc: ServiceProcess) -> Callable[[], bool]:
+    """A condition: ``produced`` inputs were handed to the producer and ``proc`` has consumed some."""
+    return lambda: stream.produced >= produced and _consumed(proc) > 0
+
+
+def _error_line(proc: ServiceProcess) -> str:
+    lines = ERROR_LINE.findall(proc.log())
+    return lines[-1] if lines else ""
+
+
+def _split(stream: InputStream, at: int) -> InputStream:
+    """Cut ``stream`` after its first ``at`` inputs; the rest become a second stream (not started)."""
+    tail = InputStream(stream.bootstrap, stream.topic, 0, stream.rate)
+    tail.pairs, stream.pairs = stream.pairs[at:], stream.pairs[:at]
+    tail.ids, stream.ids = frozenset(k for k, _ in tail.pairs), frozenset(k for k, _ in stream.pairs)
+    return tail
+
+
+def _set_topic_config(bootstrap: str, topic: str, key: str, value: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(15)
+
+
+# -- a. broker kill -9 and restart -----------------------------------------------------------------
+
+RESUME_TIMEOUT = 360.0
+"""Seconds the service has to commit again after the broker is back, or to exit: outputs stuck in
+the producer fail after ``message.timeout.ms`` (300 s by default), and then the service exits 1."""
+
+
+def broker_kill9(env: Env, size: Size, down: float = 2.0) -> Result:
+    """kill -9 the broker mid-stream, restart it ``down`` s later on the same data and port. The
+    service either rides it out (commits again once the broker is back) or exits non-zero, and
+    then its restart resumes from the last commit."""
+    with env.broker(own=True) as (bootstrap, broker):
+        assert isinstance(broker, KafkaBroker)
+        t = make_topics(bootstrap)
+        config = write_config(env.workdir, bootstrap, t)
+        proc = env.service(config).start()
+        proc.wait_ready()
+        stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
+        procs, exit_codes, rode_out, mid_stream = [proc], [], 0, 0
+        outage: list[float] = []
+        resumed_after: list[float] = []
+        for i in range(size.faults):
+            target = size.events * (i + 1) // (size.faults + 2)
+            wait_for(_flowing(stream, target, procs[-1]), 300, "the stream to flow")
+            before = _committed_total(bootstrap, t)
+            mid_stream += int(not stream.done)
+            killed = time.monotonic()
+            broker.kill()
+            time.sleep(down)
+            broker.start()
+            back = time.monotonic()
+            outage.append(round(back - killed, 1))
+            wait_for(_resumed(procs[-1], bootstrap, t, before, size.events), RESUME_TIMEOUT,
+                     "the service to commit again or exit after the broker restart", interval=1.0)
+            resumed_after.append(round(time.monotonic() - back, 1))
+            if procs[-1].alive():
+                rode_out += 1
+                continue
+            exit_codes.append(procs[-1].wait(10))
+            procs.append(env.service(config).start())
+            procs[-1].wait_ready()
+        result = Result("broker kill -9 and restart", size.events,
+                        f"{size.faults} × broker kill -9, restarted after {down:g} s", 0, 0, size.faults * PER_FAULT)
+        result.checks["every kill hit a flowing stream"] = mid_stream == size.faults
+        result.checks["rode it out, or exited non-zero and the restart resumed"] = all(c != 0 for c in exit_codes)
+        result.notes.update(rode_out=rode_out, exit_codes=exit_codes, broker_outage_seconds=outage,
+                            seconds_to_first_commit_or_exit_after_restart=resumed_after)
+        return _finish(env, bootstrap, t, stream, procs[-1:], result)
+
+
+def _committed_total(bootstrap: str, t: Topics) -> int:
+    """Events the group has committed, over all source partitions (-1 while the broker does not answer)."""
+    try:
+        return sum(max(0, position) for position in committed(bootstrap, t).values())
+    except KafkaException:
+        return -1
+
+
+def _resumed(proc: ServiceProcess, bootstrap: str, t: Topics, before: int, events: int) -> Callable[[], bool]:
+    """A condition: ``proc`` exited, or the group committed past ``before`` (or everything): a
+    commit needs the broker to have acknowledged outputs and accepted the offsets."""
+    def resumed() -> bool:
+        total = _committed_total(bootstrap, t)
+        return not proc.alive() or total > before or total >= events
+    return resumed
+
+
+# -- c. destination topic deleted ------------------------------------------------------------------
+
+def destination_deleted(env: Env, size: Size, message_timeout: float = 10.0) -> Result:
+    """The first half of the stream is scored and read back; the score topic is deleted; the
+    second half arrives. The service must exit non-zero with one line naming the topic and commit
+    nothing past an unwritten event; once the topic is created again, a restart loses nothing.
+
+    The service's producer does not ask the broker to create topics (``allow.auto.create.topics:
+    false``, as ``auto.create.topics.enable=false`` does on a production broker): otherwise its
+    next metadata request re-creates the topic with the broker's defaults (1 partition here).
+    ``message.timeout.ms`` is ``message_timeout``: librdkafka retries writes to an unknown topic
+    until then (300 s by default).
+    """
+    with env.broker(own=True) as (bootstrap, broker):
+        assert isinstance(broker, KafkaBroker)
+        t = make_topics(bootstrap)
+        config = write_config(env.workdir, bootstrap, t, kafka={"producer": {
+            "message.timeout.ms": int(message_timeout * 1000), "allow.auto.create.topics": False}})
+        head = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
+        everything = head.ids
+        tail = _split(head, size.events // 2)
+        proc = env.service(config).start()
+        proc.wait_ready()
+        head.start().join()
+        with output_reader(bootstrap, t) as reader:
+            reader.read_until(_answers(head.ids), 180, "an output for every input of the first half")
+            scores = [o for o in outputs_of(reader.records, t) if o.topic == t.destination]
+        _delete_topic(bootstrap, t.destination)
+        tail.start()
+        code = proc.wait(message_timeout + 120)
+        positions = committed(bootstrap, t)
+        with OutputReader(bootstrap, [t.dead_letter]) as letters_reader:  # its only writer has exited
+            letters = outputs_of(letters_reader.read_to_end(), t)
+        error = _error_line(proc)
+        create_topics(bootstrap, {t.destination: t.partitions})  # the operator puts it back
+        final = env.service(config).start()
+        tail.join()
+        result = Result("destination topic deleted", size.events, "score topic deleted mid-stream", 0, 0, PER_FAULT)
+        result.checks["exits non-zero"] = code != 0
+        result.checks["one error line naming the topic"] = t.destination in error
+        result.checks["no commit past an unwritten event"] = not commits_past_outputs(positions, scores + letters)
+        result.checks["the first half was written before the deletion"] = \
+            head.ids <= {o.key for o in scores + letters}
+        result.notes.update(exit_code=code, error=error)
+        return _account_final(bootstrap, t, everything, tail.ids, scores, final, result)
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics([topic], request_timeout=15).values():
+        future.result(30)
+    wait_for(lambda: topic not in admin.list_topics(timeout=5).topics, 30, f"{topic} to disappear")
+
+
+def _answers(ids: frozenset[bytes]) -> Callable[[list[Record]], bool]:
+    return lambda records: ids <= {r.key for r in records}
+
+
+def _account_final(bootstrap: str, t: Topics, ids: frozenset[bytes], rest: frozenset[bytes],
+                   deleted: list[Output], final: ServiceProcess, result: Result) -> Result:
+    """Wait for an output of every id in ``rest`` (or the final instance's exit), SIGTERM it (it
+    must exit 0), read the topics to the end and account them plus the ``deleted`` score records
+    against every input id."""
+    with output_reader(bootstrap, t) as reader:
+        reader.read_until(lambda records: rest <= {r.key for r in records} or not final.alive(), 180,
+                          "an output for every input of the second half")
+        if final.alive():
+            final.wait_ready()  # as in scenarios._finish: it must have started before it is stopped
+            final.signal(signal.SIGTERM)
+        code = final.wait(60)
+        outputs = deleted + outputs_of(reader.read_to_end(), t)
+    result.checks["final SIGTERM exits 0"] = code == 0
+    acc = account(outputs, t, ids)
+    result.lost, result.duplicated = acc.lost, acc.duplicated
+    result.checks["no output for an unknown id"] = acc.unknown == 0
+    result.notes.update(scored=acc.scored, dead_lettered=acc.dead_lettered)
+    return result
+
+
+# -- d. an output over max.message.bytes -----------------------------------------------------------
+
+TOPIC_LIMIT = 256 * 1024
+"""The score topic's ``max.message.bytes`` in the oversize scenario (Kafka's default is 1 MiB)."""
+MEMO_BYTES = 450_000
+"""Random bytes in the large field (base64: 600 kB), under ``batching.max_message_bytes`` (1 MB)
+as an input, over ``TOPIC_LIMIT`` as an output even after lz4."""
+
+
+def oversize_output(env: Env, size: Size) -> Result:
+    """One event carries a large field that ``output.copy_fields`` copies into its score record,
+    over the score topic's ``max.message.bytes``. Dead-lettered with a reason, or a non-zero exit
+    naming the topic, never a silent loss. Today: the service exits 1 (``Broker: Message size too
+    large``) and its restart exits again at the same event (a poison pill: every restart would);
+    the scenario then raises the limit, and the last restart must lose nothing."""
+    with env.broker(own=True) as (bootstrap, broker):
+        assert isinstance(broker, KafkaBroker)
+        t = make_topics(bootstrap)
+        _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
+        config = write_config(env.workdir, bootstrap, t, output={
+            "copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+        stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
+        poison = _plant_large_field(stream, random.Random(env.seed))
+        proc = env.service(config).start()
+        proc.wait_ready()
+        stream.start()
+        outcome = _first_of(bootstrap, t, proc, poison)
+        codes: list[int] = []
+        errors: list[str] = []
+        gaps = 0
+        while outcome == "exit":  # the first run, then one restart: does the same event stop it again?
+            codes.append(proc.wait(10))
+            errors.append(_error_line(proc))
+            with output_reader(bootstrap, t) as reader:  # every instance so far has exited
+                outputs = outputs_of(reader.read_to_end(), t)
+            gaps += len(commits_past_outputs(committed(bootstrap, t), outputs))
+            if len(codes) == 2:  # the operator's fix, then a last restart
+                _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")
+            proc = env.service(config).start()
+            if len(codes) == 2:
+                break
+            outcome = _first_of(bootstrap, t, proc, poison)
+        result = Result("output over max.message.bytes", size.events,
+                        f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB",
+                        0, 0, PER_FAULT * max(1, len(codes)))
+        result.checks["dead-lettered, or non-zero exits naming the topic"] = outcome == "dead-lettered" or (
+            bool(codes) and all(c != 0 for c in codes) and all(t.destination in e for e in errors))
+        result.checks["no commit past an unwritten event"] = gaps == 0
+        result.notes.update(outcome=outcome, exit_codes=codes, error=errors[-1] if errors else "")
+        return _finish(env, bootstrap, t, stream, [proc], result)
+
+
+def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:
+    """Give one valid event, mid-stream, a ``memo`` of ``MEMO_BYTES`` random bytes (base64); its key."""
+    for index in range(len(stream.pairs) // 2, len(stream.pairs)):
+        key, value = stream.pairs[index]
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "amount" in event:
+            event["memo"] = base64.b64encode(rng.randbytes(MEMO_BYTES)).decode()
+            stream.pairs[index] = (key, orjson.dumps(event))
+            return key
+    raise AssertionError("no valid event in the second half of the stream")
+
+
+def _first_of(bootstrap: str, t: Topics, proc: ServiceProcess, poison: bytes, timeout: float = 180.0) -> str:
+    """``exit`` when the service exits first, else where the large event's output went."""
+    with output_reader(bootstrap, t) as reader:
+        records = reader.read_until(lambda rs: not proc.alive() or any(r.key == poison for r in rs), timeout,
+                                    "the service to exit or the large event's output")
+        found = [r for r in records if r.key == poison]
+    if not found:
+        return "exit"
+    return "dead-lettered" if found[0].topic == t.dead_letter else "scored"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    # a broker restart after kill -9 takes 20-30 s on the shared 2-core VM (JVM start, log
+    # recovery): the stream is paced to outlast every outage, so each kill lands mid-stream
+    "broker-kill9": Scenario(broker_kill9, Size(4_000, 1, 400), Size(100_000, 3, 1_000), brokers=("kafka",)),
+    "destination-deleted": Scenario(destination_deleted, Size(4_000, 1, 1_000), Size(100_000, 1, 5_000),
+                                    brokers=("kafka",)),
+    "oversize-output": Scenario(oversize_output, Size(4_000, 1, 1_000), Size(100_000, 1, 5_000),
+                                brokers=("kafka",)),
+}
+"""Apache Kafka only: name -> scenario with its CI and full sizes."""
