@@ -1,7 +1,7 @@
 """Quix Streams: a StreamingDataFrame scoring one message at a time (its processing model).
 
-Each message goes through ``Scorer.score`` as a batch of one (decode, features, one model call,
-record), then one of two branches sends it to the output topic or the dead-letter topic (dead
+Each message goes through ``Scorer.score_one`` (decode, the feature row in plain Python, one model
+call on a one-row matrix, record: what a per-message application does), then one of two branches sends it to the output topic or the dead-letter topic (dead
 letters without the reason headers: ``to_topic`` keeps the input's headers). Quix commits through
 its checkpoint: flush the producer, check every delivery, commit offset + 1 (every
 ``commit_interval``, default 5 s, and once more on stop). The application stops itself when the
@@ -31,7 +31,7 @@ def main() -> None:
     def score(value: bytes, key: bytes, timestamp: int, headers: object) -> tuple[bool, bytes]:
         clock.consume(1)
         ctx = message_context()
-        scored, _, output, _ = scorer.score([(key, value, ctx.topic, ctx.partition, ctx.offset, timestamp)])[0]
+        scored, _, output, _ = scorer.score_one((key, value, ctx.topic, ctx.partition, ctx.offset, timestamp))
         if clock.consumed >= args.events:
             app.stop()
         return scored, output

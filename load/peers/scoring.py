@@ -118,6 +118,38 @@ class Scorer:
             self._render(items, rows, keep, cache, events, scores, outputs, now_ms)
         return outputs  # type: ignore[return-value]
 
+    def score_one(self, item: Item) -> Output:
+        """One event, for a per-message peer: the same checks and record as ``score([item])``, with
+        the features built in plain Python (one row) instead of column by column."""
+        now_ms = int(time.time() * 1000)
+        value = item[1]
+        if not value:
+            return self._dead(item, "empty", "value is empty", now_ms)
+        if len(value) > self.max_bytes:
+            return self._dead(item, "oversize", f"{len(value)} bytes", now_ms)
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return self._dead(item, "malformed_json", str(exc)[:200], now_ms)
+        if type(event) is not dict:
+            return self._dead(item, "not_an_object", "expected an object", now_ms)
+        row = [0.0] * self.width
+        for column in self.columns:
+            reason = _put(column, _lookup(event, column.path), row)
+            if reason is not None:
+                return self._dead(item, reason[0], reason[1], now_ms)
+        (out,) = self.session.run([self.output], {self.input: np.array([row], dtype=np.float32)})
+        score = float(out[0, self.column] if out.ndim == 2 else out[0])
+        record = {f: v for f in self.copy_fields
+                  if (v := _lookup(event, f)) is not MISSING and type(v) is not _NotObject}
+        record["score"] = score
+        record["decision"] = self.labels[int(np.searchsorted(self.thresholds, score, side="right"))]
+        record["model"], record["model_version"] = self.model
+        record["source"] = {"topic": item[2], "partition": item[3], "offset": item[4]}
+        record["event_time_ms"] = item[5]
+        record["scored_at_ms"] = now_ms
+        return (True, item[0], orjson.dumps(record), [])
+
     def _render(self, items: list[Item], rows: list[int], keep: list[int], cache: dict[str, list[Any]],
                 events: list[dict[str, Any]], scores: np.ndarray, outputs: list[Output | None], now_ms: int) -> None:
         decisions = np.searchsorted(self.thresholds, scores.astype(np.float64), side="right").tolist()
@@ -173,6 +205,48 @@ def _gather(events: list[dict[str, Any]], path: str, cache: dict[str, list[Any]]
         found = [e.get(leaf, MISSING) for e in events]
     cache[path] = found
     return found
+
+
+_FLOAT32_LIMIT = 3.4028235677973366e38
+"""Doubles at or beyond this magnitude round to an infinite float32."""
+
+
+def _lookup(event: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path of one event: MISSING if a step is absent, ``_NotObject`` if a
+    step is present but not an object."""
+    node: Any = event
+    walked = ""
+    for step in path.split("."):
+        if node is MISSING or node is None:
+            return MISSING
+        if type(node) is not dict:
+            return _NotObject(walked)
+        node = node.get(step, MISSING)
+        walked = f"{walked}.{step}" if walked else step
+    return node
+
+
+def _put(column: _Column, value: Any, row: list[float]) -> tuple[str, str] | None:
+    """Write one feature of one event into ``row``; a reason when the event must be rejected."""
+    kind = type(value)
+    if kind not in _ACCEPTED[column.dtype]:
+        if value is MISSING or value is None:
+            if column.required:
+                return ("missing_field", f"{column.path}: required field is missing")
+            value = column.default if column.default is not None else ""
+        elif not (column.dtype == "int" and kind is float and value.is_integer()):
+            return ("wrong_type", f"{column.path}: expected {column.dtype}")
+    if column.dtype == "category":
+        if column.encoding == "index":
+            row[column.offset] = column.index.get(value, column.unknown_value)
+        elif (position := column.index.get(value)) is not None:
+            row[column.offset + int(position)] = 1.0
+        return None
+    number = _to_float(value)
+    if not -_FLOAT32_LIMIT < number < _FLOAT32_LIMIT:
+        return ("non_finite", f"{column.path}: not a finite float32 number")
+    row[column.offset] = number
+    return None
 
 
 def _fill(column: _Column, values: list[Any], out: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:

@@ -84,3 +84,24 @@ def test_validator_compares_with_the_reference() -> None:
     result, _ = validate([b"a", b"b", b"c"], [(True, b"a", record(0.5000001)), (True, b"b", record(0.3)),
                                                (True, b"c", record(0.26))], reference)
     assert result.mismatched == 2 and result.max_score_difference == pytest.approx(0.01)
+
+
+def test_the_per_event_path_gives_the_batch_path_records() -> None:
+    scorer = PeerScorer(demo_job())
+    events = TransactionGenerator(seed=11, malformed_rate=0.2).encoded(2000)
+    items = [("k", v, "in", i % 4, i, 1_700_000_000_000) for i, (_, v) in enumerate(events)]
+    items += [("k", orjson.dumps(e), "in", 0, 0, None) for e in (
+        {"amount": 1, "merchant": {"category": "atm", "country": "XX"}, "card": {"present": True, "age_days": 3.0,
+                                                                                  "id": None}, "hour": 2},
+        {"amount": 1e39, "merchant": {"category": "atm", "country": "US"}, "card": {"present": True, "age_days": 3},
+         "hour": 2, "activity": None},
+        {"amount": 1, "merchant": 5, "card": {"present": True, "age_days": 3}, "hour": 2},
+        {"amount": 1, "merchant": {"category": "atm", "country": "US"}, "card": {"present": 1, "age_days": 3},
+         "hour": 2})]
+
+    def comparable(out: tuple[bool, object, bytes, list[tuple[str, bytes]]]) -> tuple[object, ...]:
+        if out[0]:
+            return (True, {k: v for k, v in orjson.loads(out[2]).items() if k != "scored_at_ms"})
+        return (False, out[2], dict(out[3])["streamscore.reason"])
+
+    assert [comparable(scorer.score_one(item)) for item in items] == [comparable(o) for o in scorer.score(items)]
