@@ -91,19 +91,31 @@ def run_peer(peer: str, bootstrap: str, topics: dict[str, str], group: str, tota
 def read_outputs(bootstrap: str, out: str, dlq: str, expected: int,
                  timeout: float = 180.0) -> list[tuple[bool, bytes | None, bytes | None]]:
     """Every record of ``out`` and ``dlq`` from the start, until ``expected`` are read and no more
-    come for a second (so duplicates are seen too)."""
+    come for a second (so duplicates are seen too); consume errors are printed, not skipped."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+                  # uncompressed batches of about 1 MB (Quix Streams, Faust) stall a consumer with the
+                  # default 1 MiB per partition on the embedded broker: room for any batch
+                  "max.partition.fetch.bytes": 16_000_000, "fetch.max.bytes": 64_000_000})
     c.subscribe([out, dlq])
     records: list[tuple[bool, bytes | None, bytes | None]] = []
     deadline, quiet = time.monotonic() + timeout, 0
+    errors: dict[str, int] = {}
     try:
         while time.monotonic() < deadline and (len(records) < expected or quiet < 4):
-            batch = [m for m in c.consume(10_000, 0.25) if m.error() is None]
+            batch = c.consume(10_000, 0.25)
+            for m in batch:
+                if m.error() is not None:
+                    errors[str(m.error())] = errors.get(str(m.error()), 0) + 1
+            batch = [m for m in batch if m.error() is None]
             records.extend((m.topic() == out, m.key(), m.value()) for m in batch)
             quiet = quiet + 1 if not batch and len(records) >= expected else 0
     finally:
         c.close()
+    for error, n in errors.items():
+        print(f"reading {out}, {dlq}: {n} x {error}", flush=True)
+    if len(records) < expected:
+        print(f"reading {out}, {dlq}: {len(records):,} of {expected:,} records within {timeout:g} s", flush=True)
     return records
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import aiokafka
 import faust
@@ -37,7 +38,7 @@ def main() -> None:
     clock = Clock()
     app = faust.App(args.group, broker=f"kafka://{args.bootstrap}", web_enabled=False, topic_disable_leader=True,
                     topic_allow_declare=False, consumer_auto_offset_reset="earliest", store="memory://",
-                    key_serializer="raw", value_serializer="raw")
+                    key_serializer="raw", value_serializer="raw", datadir=str(Path(args.result).parent / "faust-data"))
     source = app.topic(args.source, key_type=bytes, value_type=bytes)
     out = app.topic(args.out, key_type=bytes, value_type=bytes)
     dlq = app.topic(args.dlq, key_type=bytes, value_type=bytes)

@@ -11,6 +11,8 @@ after that final checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from quixstreams import Application, message_context
 
 from peer import FETCH_WAIT_MS, Clock, arguments
@@ -22,7 +24,7 @@ def main() -> None:
     scorer = Scorer.from_file(args.job)
     app = Application(broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
                       consumer_extra_config={"fetch.wait.max.ms": FETCH_WAIT_MS}, loglevel="WARNING",
-                      auto_create_topics=False)
+                      auto_create_topics=False, state_dir=str(Path(args.result).parent / "quix-state"))
     source = app.topic(args.source, key_deserializer="bytes", value_deserializer="bytes")
     out = app.topic(args.out, key_serializer="bytes", value_serializer="bytes")
     dlq = app.topic(args.dlq, key_serializer="bytes", value_serializer="bytes")
