@@ -93,10 +93,7 @@ def read_outputs(bootstrap: str, out: str, dlq: str, expected: int,
     """Every record of ``out`` and ``dlq`` from the start, until ``expected`` are read and no more
     come for a second (so duplicates are seen too); consume errors are printed, not skipped."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
-                  # uncompressed batches of about 1 MB (Quix Streams, Faust) stall a consumer with the
-                  # default 1 MiB per partition on the embedded broker: room for any batch
-                  "max.partition.fetch.bytes": 16_000_000, "fetch.max.bytes": 64_000_000})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10})
     c.subscribe([out, dlq])
     records: list[tuple[bool, bytes | None, bytes | None]] = []
     deadline, quiet = time.monotonic() + timeout, 0
