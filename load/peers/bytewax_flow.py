@@ -16,7 +16,6 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
-
 from peer import FETCH_WAIT_MS, Clock, arguments
 from scoring import Scorer
 

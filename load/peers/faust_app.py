@@ -3,8 +3,8 @@
 (output or dead letters, with the reason headers).
 
 Faust acks the events of a batch when the agent asks for the next one, and commits acked offsets
-every ``broker_commit_interval`` (2.8 s); it does not wait for the outputs' acknowledgements
-before committing (at-least-once only as far as its producer's buffer). After the last event a
+every ``broker_commit_interval`` (2.8 s); by default (``stream_publish_on_commit`` off) it
+does not wait for the outputs' acknowledgements before committing. After the last event a
 timer flushes the producer, then commits: timed from the first batch to that commit. Faust's
 consumer (its aiokafka driver) hard-codes ``fetch_max_wait_ms=1500``; it is set to the same
 10 ms as every other variant here.
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import aiokafka
 import faust
-
 from peer import FETCH_WAIT_MS, Clock, arguments
 from scoring import Scorer
 
@@ -65,7 +64,7 @@ def main() -> None:
             await app.consumer.commit()
             clock.end()
             clock.write(args.result)
-            os._exit(0)  # noqa: SLF001 - Faust's own shutdown takes seconds and is not what is measured
+            os._exit(0)  # Faust's own shutdown takes seconds and is not what is measured
 
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 

@@ -1,21 +1,20 @@
 """Quix Streams: a StreamingDataFrame scoring one message at a time (its processing model).
 
 Each message goes through ``Scorer.score_one`` (decode, the feature row in plain Python, one model
-call on a one-row matrix, record: what a per-message application does), then one of two branches sends it to the output topic or the dead-letter topic (dead
-letters without the reason headers: ``to_topic`` keeps the input's headers). Quix commits through
-its checkpoint: flush the producer, check every delivery, commit offset + 1 (every
-``commit_interval``, default 5 s, and once more on stop). The application stops itself when the
-last event is processed; timed from the first message processed to ``Application.run`` returning
-after that final checkpoint.
+call on a one-row matrix, record: what a per-message application does), then one of two branches
+sends it to the output topic or the dead-letter topic (dead letters without the reason headers:
+``to_topic`` keeps the input's headers). Quix commits through its checkpoint: flush the producer,
+check every delivery, commit offset + 1 (every ``commit_interval``, default 5 s, and once more on
+stop). The application stops itself when the last event is processed; timed from the first
+message processed to ``Application.run`` returning after that final checkpoint.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from quixstreams import Application, message_context
-
 from peer import FETCH_WAIT_MS, Clock, arguments
+from quixstreams import Application, message_context
 from scoring import Scorer
 
 

@@ -8,7 +8,6 @@ Timed from the first consumed batch to the commit of the batch holding the last 
 from __future__ import annotations
 
 from confluent_kafka import Consumer, Producer
-
 from peer import FETCH_WAIT_MS, Clock, arguments
 from scoring import Scorer
 

@@ -42,7 +42,8 @@ class Validation:
 
 
 def validate(inputs: Iterable[bytes], outputs: Iterable[tuple[bool, bytes | None, bytes | None]],
-             reference: Reference | None = None, tolerance: float = 1e-5) -> tuple[Validation, dict[bytes, float | None]]:
+             reference: Reference | None = None,
+             tolerance: float = 1e-5) -> tuple[Validation, dict[bytes, float | None]]:
     """``outputs``: (is a score record, key, value) per record read back. Returns the verdict and
     this variant's key -> score map (a reference for the next variant)."""
     expected = set(inputs)
