@@ -63,12 +63,20 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
                      "message.max.bytes": 4_000_000, **extra})
 
 
-def produce_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+def produce_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> dict[int, int]:
+    """Produce every item; returns each partition's end (last acknowledged offset + 1)."""
     p = producer(bootstrap, **{"linger.ms": 20})
+    ends: dict[int, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None and msg.offset() >= ends.get(msg.partition(), 0):
+            ends[msg.partition()] = msg.offset() + 1
+
     for key, value in items:
-        produce_one(p, topic, value, key)
+        produce_one(p, topic, value, key, on_delivery=delivered)
     if p.flush(120) != 0:
         raise SystemExit("inputs not acknowledged")
+    return ends
 
 
 def count_records(bootstrap: str, topics: list[str], expected: int, timeout: float = 120.0) -> int:
@@ -145,7 +153,7 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
 
 
 def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path, workers: int = 1,
-                checkout: Path | None = None) -> float:
+                checkout: Path | None = None, group: str | None = None) -> float:
     """``streamscore run [--workers N]`` as a subprocess (the package from ``checkout`` when given, so
     another commit runs on the same events); timed from the first consumed event to the last commit,
     summed over the workers' metrics (ports base .. base + N - 1)."""
@@ -155,7 +163,7 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         config = yaml.safe_load(Path(demo).read_text())
         config["model"]["path"] = str(Path(demo).parent / "fraud_model.onnx")
-    config["kafka"].update(bootstrap_servers=bootstrap, group_id=f"streamscore-{uuid.uuid4().hex[:6]}",
+    config["kafka"].update(bootstrap_servers=bootstrap, group_id=group or f"streamscore-{uuid.uuid4().hex[:6]}",
                            source_topics=[source], destination_topic=out, dead_letter_topic=dlq,
                            session_timeout_ms=6000)
     config["model"]["provider"] = "cpu"
