@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from streamscore.core.features import MISSING, NotAnObject
+from streamscore.core.model import Stage
 from streamscore.core.records import DeadLetter, Headers, Rejection, SourceMessage
 
 DEAD_LETTER_SAMPLE_BYTES = 1024
@@ -25,30 +26,39 @@ def score_records(
     labels: Sequence[str],
     model: tuple[str, str],
     now_ms: int,
+    graph: tuple[Sequence[Stage], np.ndarray] | None = None,
 ) -> list[bytes]:
     """One JSON record per scored event (``rows`` index ``messages``, ``positions`` the ``copied``
     columns): the copied fields, score, decision, model name and version, source and times.
 
     Built from pre-encoded parts with one bytes format per record: what is the same for the whole
     batch (model, version, labels, scoring time) is encoded once; only values are encoded per record.
+
+    ``graph`` (only when models are combined): the stages and the deciding stage of each record;
+    the record then also carries ``"models"`` (name -> version of each model behind the deciding
+    stage's score) and ``"stage"`` (its name), after ``model_version``.
     """
     dumps = orjson.dumps
     name, version = (dumps(part).replace(b"%", b"%%") for part in model)
-    template = (b'{%b"score":%b,"decision":%b,"model":' + name + b',"model_version":' + version
+    template = (b'{%b"score":%b,"decision":%b,"model":' + name + b',"model_version":' + version + b"%b"
                 + b',"source":{"topic":%b,"partition":%d,"offset":%d},"event_time_ms":%b,"scored_at_ms":'
                 + str(now_ms).encode() + b"}")
     label_parts = [dumps(label) for label in labels]
     fields = [(dumps(field) + b":", column) for field, column in dict(copied).items()]
     topics: dict[str | None, bytes] = {}
+    stage_parts = [b',"models":' + dumps(s.models) + b',"stage":' + dumps(s.name) for s in graph[0]] if graph else []
+    stages = graph[1].tolist() if graph else [0] * len(rows)
     out: list[bytes] = []
-    for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
+    for pos, row, score, decision, stage in zip(positions, rows, scores.tolist(), decisions.tolist(), stages,
+                                                strict=True):
         msg = messages[row]
         head = b"".join([key + dumps(v) + b"," for key, column in fields
                          if (v := column[pos]) is not MISSING and type(v) is not NotAnObject]) if fields else b""
         topic = msg.topic()
         topic_part = topics.get(topic) or topics.setdefault(topic, dumps(topic))
         ts_type, ts = msg.timestamp()
-        out.append(template % (head, dumps(score), label_parts[decision], topic_part, msg.partition(), msg.offset(),
+        out.append(template % (head, dumps(score), label_parts[decision], stage_parts[stage] if graph else b"",
+                               topic_part, msg.partition(), msg.offset(),
                                b"%d" % ts if ts_type else b"null"))
     return out
 
