@@ -88,7 +88,9 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        self.metrics.model_info.labels(self.runner.name, self.runner.version, self.runner.provider).set(1)
+        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
+        for runner in loaded:  # a graph: each of its models
+            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
