@@ -124,7 +124,7 @@ def ceiling(bootstrap: str, source: str, out: str, total: int) -> float:
 def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -> tuple[float, int]:
     """One event at a time through decode, features, model, decision, produce+flush, commit."""
     settings = load_settings(config, env={})
-    runner = OnnxRunner(settings.model, settings.feature_width)
+    runner = OnnxRunner(settings.single_model, settings.feature_width)
     runner.load()
     features, policy = FeatureExtractor(settings.features), DecisionPolicy(settings.decisions)
     c = consumer(bootstrap, f"naive-{uuid.uuid4().hex[:6]}", source)

@@ -33,7 +33,7 @@ def child(events: int, score: int, batch: int) -> None:
     from streamscore.runners.onnx import OnnxRunner
 
     settings = load_settings(Path(str(files("streamscore.demo") / "config.yaml")), env={})
-    model = settings.model.model_copy(update={"provider": "cpu", "intra_op_threads": 1})
+    model = settings.single_model.model_copy(update={"provider": "cpu", "intra_op_threads": 1})
     runner = OnnxRunner(model, settings.feature_width)
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)

@@ -62,13 +62,13 @@ def settings_for(bootstrap: str, batch: int, provider: str, delivery: str = "at_
         "destination_topic": f"bench-out-{run}", "dead_letter_topic": f"bench-dlq-{run}", "session_timeout_ms": 6000,
     })
     batching = base.batching.model_copy(update={"max_batch_size": batch})
-    model = base.model.model_copy(update={"provider": provider})
+    model = base.single_model.model_copy(update={"provider": provider})
     return base.model_copy(update={"kafka": kafka, "batching": batching, "model": model, "delivery": delivery})
 
 
 def core_only(settings: Settings, values: list[bytes]) -> float:
     """Events/s of Scorer.score alone (decode, features, model, decisions, output records)."""
-    runner = OnnxRunner(settings.model, settings.feature_width)
+    runner = OnnxRunner(settings.single_model, settings.feature_width)
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     size = settings.batching.max_batch_size

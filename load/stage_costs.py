@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = settings_for("unused:9092", args.batch, "cpu")
-    runner = OnnxRunner(settings.model, settings.feature_width)
+    runner = OnnxRunner(settings.single_model, settings.feature_width)
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     values = [v for _, v in TransactionGenerator(seed=5, malformed_rate=0.002).encoded(args.events)]

@@ -145,6 +145,9 @@ class Metrics:
         self.breaker_open = Gauge("streamscore_model_breaker_open",
                                   "1 while the model breaker keeps the stream paused (the model is failing), else 0.",
                                   registry=r)
+        self.stage_rows = Counter("streamscore_graph_stage_rows",
+                                  "Rows each model of a graph was called with, by model (a cascade's second "
+                                  "stage counts only its gated rows).", ["stage"], registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start
@@ -155,6 +158,10 @@ class Metrics:
         """Drop the per-partition series of a partition this instance no longer owns."""
         with contextlib.suppress(KeyError):
             self.consumer_lag.remove(topic, str(partition))
+
+    def count_stage(self, stage: str, rows: int) -> None:
+        """Rows one model of a graph was called with."""
+        self.stage_rows.labels(stage).inc(rows)
 
     def count_batch(self, size: int, result: ScoredBatch, labels: Sequence[str]) -> list[int]:
         """One scored batch: consumed, scored, batch size, inference time, decisions, dead letters by

@@ -50,7 +50,7 @@ def config_reference() -> str:
         "relative to the config file. Unknown keys are errors.",
     ]
     for path, model, doc in sections(Settings, ""):
-        lines += ["", f"## `{path}`" if path else "## Top level", ""]
+        lines += ["", f"## `{path}`{_variant(model)}" if path else "## Top level", ""]
         if doc:
             lines += [doc, ""]
         lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
@@ -65,20 +65,42 @@ def sections(model: type[BaseModel], path: str, doc: str = "") -> Iterator[tuple
     """(path, model, description) of ``model`` and of every section nested in it, depth first."""
     yield path, model, doc
     for name, field in model.model_fields.items():
-        nested, is_list = _nested_model(field.annotation)
-        if nested is not None:
-            child = f"{path}.{name}" if path else name
-            yield from sections(nested, child + ("[]" if is_list else ""), _text(field.description))
+        child = f"{path}.{name}" if path else name
+        for nested, suffix in _nested_models(field.annotation):
+            yield from sections(nested, child + suffix, _text(field.description))
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _nested_models(annotation: Any) -> list[tuple[type[BaseModel], str]]:
+    """The sections a field holds, with the path suffix of their keys: a section, an optional one,
+    each variant of a union of sections, ``[]`` for a list's entries, ``.NAME`` for a map's values."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _nested_models(args[0])
+    if _is_section(annotation):
+        return [(annotation, "")]
+    if origin in (Union, types.UnionType):
+        return [nested for a in args for nested in _nested_models(a) if nested[1] == ""]
+    if origin is list and _is_section(args[0]):
+        return [(args[0], "[]")]
+    if origin is dict and _is_section(args[1]):
+        return [(args[1], ".NAME")]
+    return []
 
 
 def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    if get_origin(annotation) is list:
-        (item,) = get_args(annotation)
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            return item, True
-    return None, False
+    nested = _nested_models(annotation)
+    return (nested[0][0], nested[0][1] == "[]") if nested else (None, False)
+
+
+def _variant(model: type[BaseModel]) -> str:
+    """`` with `type: X` `` for one variant of a tagged union of sections."""
+    field = model.model_fields.get("type")
+    args = get_args(field.annotation) if field is not None and get_origin(field.annotation) is Literal else ()
+    return f" with `type: {args[0]}`" if len(args) == 1 else ""
 
 
 def _type(field: FieldInfo) -> str:
@@ -94,10 +116,12 @@ def _type_name(annotation: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(f"`{a}`" for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
+        return " or ".join(dict.fromkeys(_type_name(a) for a in args))
     if origin is list:
         nested, _ = _nested_model(annotation)
         return "list of entries (below)" if nested is not None else f"list of {_type_name(args[0])}"
+    if origin is dict and _is_section(args[1]):
+        return f"map of {_type_name(args[0])} to sections (below)"
     if origin is dict:
         return f"map of {_type_name(args[0])} to {_type_name(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

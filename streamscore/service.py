@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from streamscore.breaker import Breaker
 from streamscore.config import Settings
 from streamscore.core.batching import Batcher
+from streamscore.core.graph import ModelGraph
 from streamscore.core.records import SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.delivery.committers import build_committer, check_delivery
@@ -45,14 +46,30 @@ class Parts:
     destinations: list[Destination]
 
 
-def assemble(settings: Settings, plugins: Plugins) -> Parts:
+def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> Parts:
     """Build runner, engine and destinations through the registries; raises ConfigError naming the key."""
-    runner = plugins.runners.get(settings.model.kind)(settings.model, settings.feature_width)
+    runner = build_runner(settings, plugins, metrics)
     engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
     check_delivery(settings.delivery, engine.transactions, destinations)
     return Parts(runner, engine, destinations)
+
+
+def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
+    """The model runner: ``model`` through the runner registry, or a ``ModelGraph`` whose models are
+    built through it (``metrics`` counts the rows each of them scores)."""
+    if settings.graph is None:
+        assert settings.model is not None  # the settings require one or the other
+        return plugins.runners.get(settings.model.kind)(settings.model, settings.feature_width)
+    factories = {name: plugins.runners.get(m.kind, f"models.{name}.kind") for name, m in settings.models.items()}
+
+    def build(name: str, width: int) -> ModelRunner:
+        return factories[name](settings.models[name], width)
+
+    count = None if metrics is None else metrics.count_stage
+    columns = {name: settings.feature_columns(m.features) for name, m in settings.models.items()}
+    return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
 
 
 class Service:
@@ -61,7 +78,7 @@ class Service:
     def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.parts = assemble(settings, plugins or Plugins.default())
+        self.parts = assemble(settings, plugins or Plugins.default(), self.metrics)
         self.runner = self.parts.runner
         self.health = Health()
         self.pipeline: Pipeline | None = None
@@ -71,7 +88,9 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        self.metrics.model_info.labels(self.runner.name, self.runner.version, self.runner.provider).set(1)
+        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
+        for runner in loaded:  # a graph: each of its models
+            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)

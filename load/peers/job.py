@@ -16,8 +16,8 @@ from streamscore.config import load_settings
 def demo_job() -> dict[str, Any]:
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         settings = load_settings(Path(demo), env={})
-        model_path = Path(demo).parent / settings.model.path
-    model = settings.model
+        model_path = Path(demo).parent / settings.single_model.path
+    model = settings.single_model
     return {
         "features": [{"path": f.field_path, "dtype": f.dtype, "required": f.required, "default": f.default,
                       "encoding": f.encoding if f.dtype == "category" else None, "categories": f.categories,

@@ -1,7 +1,9 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
+from streamscore.config.graph import CascadeGraph, ChainGraph, EnsembleGraph, GraphModelSettings, GraphSettings
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
+from streamscore.config.model import ModelSettings, Provider
 from streamscore.config.settings import (
     BatchingSettings,
     BreakerSettings,
@@ -11,14 +13,31 @@ from streamscore.config.settings import (
     DestinationSettings,
     FeatureSettings,
     MetricsSettings,
-    ModelSettings,
     OutputSettings,
-    Provider,
     Settings,
 )
 
 __all__ = [
-    "ENV_PREFIX", "BatchingSettings", "BreakerSettings", "DecisionRule", "DecisionSettings", "Delivery",
-    "DestinationSettings", "FeatureSettings", "KafkaSettings", "MetricsSettings", "ModelSettings",
-    "OutputSettings", "Provider", "Settings", "apply_env_overrides", "describe_validation_error", "load_settings",
+    "ENV_PREFIX",
+    "BatchingSettings",
+    "BreakerSettings",
+    "CascadeGraph",
+    "ChainGraph",
+    "DecisionRule",
+    "DecisionSettings",
+    "Delivery",
+    "DestinationSettings",
+    "EnsembleGraph",
+    "FeatureSettings",
+    "GraphModelSettings",
+    "GraphSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "OutputSettings",
+    "Provider",
+    "Settings",
+    "apply_env_overrides",
+    "describe_validation_error",
+    "load_settings",
 ]

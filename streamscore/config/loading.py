@@ -36,9 +36,11 @@ def load_settings(path: Path | str | None, env: Mapping[str, str] | None = None)
 
 
 def _resolve_model_path(raw: dict[str, Any], base: Path) -> None:
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute():
-        model["path"] = str((base / model["path"]).resolve())
+    models = raw.get("models")
+    named = list(models.values()) if isinstance(models, dict) else []
+    for model in [raw.get("model"), *named]:
+        if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute():
+            model["path"] = str((base / model["path"]).resolve())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -92,6 +94,8 @@ def _parse_env_value(text: str) -> Any:
 def describe_validation_error(exc: ValidationError) -> str:
     """The first error as ``section.key: what was expected`` on one line."""
     err = exc.errors(include_url=False)[0]
+    if err["loc"][:1] == ("graph",) and err["loc"][1:2] in (("ensemble",), ("cascade",), ("chain",)):
+        err["loc"] = ("graph", *err["loc"][2:])  # the union's tag is the graph's own 'type'
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -100,6 +104,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     if kind == "missing":
         return f"{loc}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"] and kind == "value_error":
+        return msg  # a check across sections: its message starts with the key it is about
     given = err.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) and given is not None else ""
     return f"{loc}: {msg}{shown}"

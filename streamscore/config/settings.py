@@ -12,12 +12,13 @@ except in the passthrough maps, where they stay text as librdkafka reads them (a
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
+from streamscore.config.model import ModelSettings
 from streamscore.config.section import Section
 
 
@@ -41,36 +42,6 @@ class BatchingSettings(Section):
     """How often acknowledged offsets are committed while running (sooner when the window fills)."""
     drain_timeout_s: float = Field(default=30.0, gt=0)
     """Upper bound on the final drain at shutdown or revocation."""
-
-
-Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
-
-
-class ModelSettings(Section):
-    kind: str = "onnx"
-    """Model runner kind, from the runner registry (``onnx``)."""
-    path: Path
-    """Model file (ONNX for ``kind: onnx``); a relative path is taken from the config file's folder, or from the working
-    directory when it comes from an environment variable."""
-    name: str | None = None
-    """Model name written into every output record (default: the file's stem)."""
-    version: str | None = None
-    """Model version written into every output record (default: ``sha256:`` and the file's hash prefix)."""
-    provider: Provider = "auto"
-    """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU."""
-    input: str | None = None
-    """Model input fed with the feature matrix (default: the model's only input)."""
-    score_output: str | None = None
-    """Model output holding the score (default: the last output)."""
-    score_column: int | None = 1
-    """Column of a 2-D score output; null for a 1-D output."""
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    """Expected sha256 of the model file; when set, a different file refuses to load."""
-    intra_op_threads: int = Field(default=0, ge=0)
-    """Threads onnxruntime uses inside one model call (0: its default, one per core); set it to the
-    container's CPU limit so that a throttled pod does not oversubscribe."""
-    warmup_batches: int = Field(default=2, ge=0)
-    """Batches run through the model at start so the first real batch pays no setup cost."""
 
 
 class FeatureSettings(Section):
@@ -196,10 +167,14 @@ class Settings(Section):
     """Brokers, topics and librdkafka settings."""
     batching: BatchingSettings = BatchingSettings()
     """When batches close, and the bounds on in-flight work and shutdown."""
-    model: ModelSettings
-    """The ONNX model and where its score is read."""
+    model: ModelSettings | None = None
+    """The ONNX model and where its score is read (the one-node graph); or ``models`` and ``graph``."""
     features: list[FeatureSettings] = Field(min_length=1)
     """Model input columns, in order, each read from the event JSON."""
+    models: dict[str, GraphModelSettings] = {}
+    """Named models for ``graph``, each like ``model`` plus the features it reads."""
+    graph: GraphSettings | None = None
+    """How the ``models`` combine: an ensemble, a confidence-gated cascade or a chain."""
     decisions: DecisionSettings = DecisionSettings()
     """Score thresholds that turn a score into a decision label."""
     output: OutputSettings = OutputSettings()
@@ -231,6 +206,26 @@ class Settings(Section):
             raise ValueError(f"duplicate feature names {dupes}")
         return features
 
+    @model_validator(mode="after")
+    def _one_graph(self) -> Settings:
+        if self.graph is None:
+            if self.model is None:
+                raise ValueError("model: required key is missing (or give 'models' and a 'graph')")
+            if self.models:
+                raise ValueError("models: named models need a 'graph' that combines them")
+            return self
+        if self.model is not None:
+            raise ValueError("model: give either 'model' or 'models' with a 'graph', not both")
+        check_graph(self.graph, self.models, [f.name for f in self.features])
+        return self
+
+    @property
+    def single_model(self) -> ModelSettings:
+        """The ``model`` section, for tools that drive one model; an error under a ``graph``."""
+        if self.model is None:
+            raise ValueError("model: this tool takes one 'model', not 'models' with a 'graph'")
+        return self.model
+
     @property
     def outputs(self) -> list[DestinationSettings]:
         """The destinations, or the default one."""
@@ -239,6 +234,16 @@ class Settings(Section):
     @property
     def feature_width(self) -> int:
         return sum(f.width for f in self.features)
+
+    def feature_columns(self, names: list[str] | None) -> list[int] | None:
+        """The feature matrix's columns of the named features, in that order (None: all)."""
+        if names is None:
+            return None
+        offsets, start = {}, 0
+        for f in self.features:
+            offsets[f.name] = range(start, start + f.width)
+            start += f.width
+        return [col for name in names for col in offsets[name]]
 
     @property
     def stop_bound_s(self) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,3 +23,23 @@ class ModelRunner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StagedRunner(ModelRunner, Protocol):
+    """A runner made of stages (``core.graph.ModelGraph``): it also says which stage decided each
+    row, and the versions of the models behind each stage, for the score records."""
+
+    stages: Sequence[Stage]
+
+    def predict_staged(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [rows] and the index into ``stages`` of the stage that decided each row."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A stage that decides rows: its name and the versions of the models behind its score."""
+
+    name: str
+    models: dict[str, str]

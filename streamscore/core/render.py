@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from streamscore.core.features import MISSING, NotAnObject
+from streamscore.core.model import Stage
 from streamscore.core.records import DeadLetter, Headers, Rejection, SourceMessage
 
 DEAD_LETTER_SAMPLE_BYTES = 1024
@@ -25,13 +26,21 @@ def score_records(
     labels: Sequence[str],
     model: tuple[str, str],
     now_ms: int,
+    graph: tuple[Sequence[Stage], np.ndarray] | None = None,
 ) -> list[bytes]:
     """One JSON record per scored event (``rows`` index ``messages``, ``positions`` the ``copied``
-    columns): the copied fields, score, decision, model name and version, source and times."""
+    columns): the copied fields, score, decision, model name and version, source and times.
+
+    ``graph`` (only when models are combined): the stages and the deciding stage of each record;
+    the record then also carries ``"models"`` (name -> version of each model behind the deciding
+    stage's score) and ``"stage"`` (its name), after ``model_version``.
+    """
     name, version = model
     dumps = orjson.dumps
+    stages = graph[1].tolist() if graph else [0] * len(rows)
     out: list[bytes] = []
-    for pos, row, score, decision in zip(positions, rows, scores.tolist(), decisions.tolist(), strict=True):
+    for pos, row, score, decision, stage in zip(positions, rows, scores.tolist(), decisions.tolist(), stages,
+                                                strict=True):
         msg = messages[row]
         record = {n: v for n, column in copied if (v := column[pos]) is not MISSING and type(v) is not NotAnObject}
         ts_type, ts = msg.timestamp()
@@ -39,6 +48,9 @@ def score_records(
         record["decision"] = labels[decision]
         record["model"] = name
         record["model_version"] = version
+        if graph:
+            record["models"] = graph[0][stage].models
+            record["stage"] = graph[0][stage].name
         record["source"] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
         record["event_time_ms"] = ts if ts_type else None
         record["scored_at_ms"] = now_ms

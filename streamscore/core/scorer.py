@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from streamscore.config import DecisionSettings, FeatureSettings, Settings
 from streamscore.core.decisions import DecisionPolicy
 from streamscore.core.decode import decode
 from streamscore.core.features import FeatureExtractor, gather
-from streamscore.core.model import ModelRunner
+from streamscore.core.model import ModelRunner, Stage, StagedRunner
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records
 from streamscore.errors import ModelUnavailable
@@ -47,23 +47,44 @@ class ScoringSpec:
                    b.max_message_bytes, b.max_json_depth)
 
 
+Call = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""matrix -> (scores, index of the deciding stage per row)."""
+
+
+def staged_call(runner: ModelRunner) -> Call:
+    """The runner's call with stages: a graph's own, or stage 0 for every row of a single model."""
+    if isinstance(runner, StagedRunner):
+        return runner.predict_staged
+
+    def call(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return runner.predict(matrix), np.zeros(matrix.shape[0], dtype=np.intp)
+    return call
+
+
 def predict_isolating(runner: ModelRunner, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     """Scores for all rows; if the model raises, bisect to find the rows that make it raise.
 
     Returns the scores (NaN where a row failed) and the failing rows with the error message.
     """
+    scores, _, failed = isolate(staged_call(runner), matrix)
+    return scores, failed
+
+
+def isolate(call: Call, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """``predict_isolating`` over a call with stages: scores, stages and the failing rows."""
     try:
-        return runner.predict(matrix), {}
+        return *call(matrix), {}
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - model failures are data-dependent; isolate them
         if matrix.shape[0] == 1:
-            return np.full(1, np.nan, dtype=np.float32), {0: f"{type(exc).__name__}: {str(exc)[:200]}"}
+            return (np.full(1, np.nan, dtype=np.float32), np.zeros(1, dtype=np.intp),
+                    {0: f"{type(exc).__name__}: {str(exc)[:200]}"})
     mid = matrix.shape[0] // 2
-    left, left_failed = predict_isolating(runner, matrix[:mid])
-    right, right_failed = predict_isolating(runner, matrix[mid:])
+    left, left_stages, left_failed = isolate(call, matrix[:mid])
+    right, right_stages, right_failed = isolate(call, matrix[mid:])
     failed = {**left_failed, **{mid + row: err for row, err in right_failed.items()}}
-    return np.concatenate([left, right]), failed
+    return np.concatenate([left, right]), np.concatenate([left_stages, right_stages]), failed
 
 
 class Scorer:
@@ -72,6 +93,7 @@ class Scorer:
     def __init__(self, spec: ScoringSpec, runner: ModelRunner) -> None:
         self.spec = spec
         self.runner = runner
+        self._call = staged_call(runner)
         self.extractor = FeatureExtractor(spec.features)
         self.policy = DecisionPolicy(spec.decisions)
         self.copy_fields = list(spec.copy_fields)
@@ -97,7 +119,8 @@ class Scorer:
             matrix = matrix[extraction.valid]
 
         started = time.perf_counter()
-        scores, failed = self._predict(matrix) if len(keep) else (np.zeros(0, np.float32), {})
+        scores, stages, failed = (self._predict(matrix) if len(keep)
+                                  else (np.zeros(0, np.float32), np.zeros(0, np.intp), {}))
         inference = time.perf_counter() - started
         finite = np.isfinite(scores)
         if failed or not finite.all():
@@ -106,11 +129,13 @@ class Scorer:
                 rejections.append(Rejection(keep[pos], Reason.MODEL_ERROR, detail))
             keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
             scores = scores[finite]
+            stages = stages[finite]
         decisions = self.policy.indices(scores)
         position = {row: i for i, row in enumerate(rows)}
         copied = [(name, gather(valid_events, name, paths)) for name in self.copy_fields]
         outputs = score_records(messages, [position[row] for row in keep], keep, copied, scores, decisions,
-                                self.policy.labels, (self.runner.name, self.runner.version), int(time.time() * 1000))
+                                self.policy.labels, (self.runner.name, self.runner.version), int(time.time() * 1000),
+                                self._graph(stages))
         rejections.sort(key=lambda r: r.index)
         return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
 
@@ -126,19 +151,23 @@ class Scorer:
             raise ModelUnavailable(f"model {self.runner.name} fails on a row it scored before: "
                                    f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
-    def _predict(self, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    def _graph(self, stages: np.ndarray) -> tuple[Sequence[Stage], np.ndarray] | None:
+        """For a graph of models: its stages and the deciding stage of each scored row."""
+        return (self.runner.stages, stages) if isinstance(self.runner, StagedRunner) else None
+
+    def _predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """The model's scores, bisecting to the failing rows when it raises; but when a row it has
         scored before fails too, the model is failing, not the rows: ModelUnavailable."""
         runner = self.runner
         try:
-            scores = runner.predict(matrix)
+            scores, stages = self._call(matrix)
         except ModelUnavailable:
             raise
         except MemoryError as exc:
             raise ModelUnavailable(f"model {runner.name}: out of memory") from exc
         except Exception:  # noqa: BLE001 - the probe tells the model's failure from the rows'
             self.probe()
-            return predict_isolating(runner, matrix)
+            return isolate(self._call, matrix)
         if np.isfinite(scores[:1]).all():
             self._probe = matrix[:1].copy()
-        return scores, {}
+        return scores, stages, {}

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -67,8 +68,13 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
         "dead_letter_topic": f"{base.kafka.dead_letter_topic}-{run_id}",
         "session_timeout_ms": 6000,
     })
-    model = base.model if options.provider is None else base.model.model_copy(update={"provider": options.provider})
-    yield base.model_copy(update={"kafka": kafka, "model": model})
+    update: dict[str, Any] = {"kafka": kafka}
+    if options.provider is not None:
+        provider = {"provider": options.provider}
+        if base.model is not None:
+            update["model"] = base.model.model_copy(update=provider)
+        update["models"] = {name: m.model_copy(update=provider) for name, m in base.models.items()}
+    yield base.model_copy(update=update)
 
 
 def _run(settings: Settings, options: DemoOptions) -> int:

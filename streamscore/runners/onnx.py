@@ -171,6 +171,12 @@ class OnnxRunner:
                 parts.append(self._run(chunk))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
+    def predict_columns(self, matrix: np.ndarray) -> np.ndarray:
+        """The whole score output, [rows, columns] float32 (a 1-D output is one column): what a
+        chained graph appends to the next stage's input."""
+        (out,) = self._session.run([self._output], {self._input: matrix})
+        return np.asarray(out, dtype=np.float32).reshape(matrix.shape[0], -1)
+
     def _run(self, matrix: np.ndarray) -> np.ndarray:
         (out,) = self._session.run([self._output], {self._input: matrix})
         scores = out if self._column is None else out[:, self._column]

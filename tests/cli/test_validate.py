@@ -172,3 +172,38 @@ def test_an_unknown_model_kind_is_refused(tmp_path: Path, good_model: Path) -> N
     result = run_cli("validate", "-c", str(write(tmp_path, good_model, model__kind="tensorflow")), "--skip-broker")
     assert result.returncode == 2
     assert "model.kind: unknown kind 'tensorflow' (expected one of: onnx)" in one_error_line(result)
+
+
+def write_graph(tmp_path: Path, models: dict[str, Path], graph: dict[str, Any]) -> Path:
+    config = yaml.safe_load(yaml.safe_dump(DEMO))
+    del config["model"]
+    config["models"] = {name: {"path": str(path), "provider": "cpu"} for name, path in models.items()}
+    config["graph"] = graph
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_valid_graph_passes(tmp_path: Path, good_model: Path) -> None:
+    other = linear_model(tmp_path / "other.onnx", 15)
+    config = write_graph(tmp_path, {"a": good_model, "b": other},
+                         {"type": "cascade", "stages": ["a", "b"], "band": [0.4, 0.6]})
+    result = run_cli("validate", "-c", str(config), "--skip-broker")
+    assert result.returncode == 0, result.stderr
+    assert "model ok: cascade:a+b" in result.stdout
+
+
+@pytest.mark.parametrize(("graph", "error"), [
+    ({"type": "ensemble", "members": ["a", "c"]}, "graph.members[1]: unknown model 'c' (models has: a, b)"),
+    ({"type": "chain", "stages": ["a", "b", "a"]}, "graph.stages[2]: model 'a' appears twice in the graph (a cycle)"),
+    ({"type": "ensemble", "members": ["a", "b"]}, ("models.b.features: the spec gives 15 columns but model input "
+                                                   "'features' expects 9")),
+])
+def test_graph_mistakes_are_one_line_naming_the_key(tmp_path: Path, good_model: Path, graph: dict[str, Any],
+                                                    error: str) -> None:
+    """(Not 'errors' in the name: the tmp path would hold it and count as an error line.)"""
+    narrow = linear_model(tmp_path / "narrow.onnx", 9)
+    result = run_cli("validate", "-c", str(write_graph(tmp_path, {"a": good_model, "b": narrow}, graph)),
+                     "--skip-broker")
+    assert result.returncode != 0
+    assert error in one_error_line(result)

@@ -248,7 +248,7 @@ def test_compose_config_is_valid_and_matches_the_stack() -> None:
     assert settings.kafka.source_topics == ["transactions"]
     assert settings.kafka.destination_topic == "transaction-scores"
     assert settings.kafka.dead_letter_topic == "transactions-dlq"
-    assert settings.model.path == Path(MODEL_IN_IMAGE)
+    assert settings.single_model.path == Path(MODEL_IN_IMAGE)
     assert settings.metrics.port == 9100
     # The demo model was trained on the demo feature spec.
     assert settings.features == demo.features
@@ -307,7 +307,7 @@ def test_kubernetes_config_is_valid_and_matches_compose(tmp_path: Path) -> None:
     settings = _configmap_settings(tmp_path)
     compose = load_settings(COMPOSE_CONFIG, env={})
     assert settings.model == compose.model
-    assert settings.model.path == Path(MODEL_IN_IMAGE)
+    assert settings.single_model.path == Path(MODEL_IN_IMAGE)
     assert (settings.features, settings.decisions, settings.output) == (compose.features, compose.decisions,
                                                                           compose.output)
 
@@ -322,7 +322,7 @@ def test_kubernetes_config_is_valid_and_matches_compose(tmp_path: Path) -> None:
     # The environment overrides the manifests set are valid settings too.
     env = {**_literal_env(container), **_literal_env(_gpu_container_patch())}
     overridden = _configmap_settings(tmp_path, {k: v for k, v in env.items() if k.startswith("STREAMSCORE_")})
-    assert overridden.model.provider == "cuda"
+    assert overridden.single_model.provider == "cuda"
 
 
 def test_kubernetes_deployment(tmp_path: Path) -> None:

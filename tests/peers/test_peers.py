@@ -37,7 +37,7 @@ def test_peer_scorer_scores_and_dead_letters_like_streamscore() -> None:
     messages = [Message(i % 4, i, k, v) for i, (k, v) in enumerate(events)]
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         settings = load_settings(Path(demo), env={})
-        runner = OnnxRunner(settings.model, settings.feature_width)
+        runner = OnnxRunner(settings.single_model, settings.feature_width)
         runner.load()
     ours = Scorer(ScoringSpec.from_settings(settings), runner).score(messages)
     peers = PeerScorer(json.loads(json.dumps(demo_job()))).score(

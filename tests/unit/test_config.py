@@ -60,7 +60,7 @@ def test_the_demo_config_is_valid() -> None:
     assert s.kafka.source_topics == ["transactions"]
     assert s.batching.max_batch_size == 2000 and s.batching.max_wait_ms == 20
     assert s.kafka.consumer == {"fetch.wait.max.ms": 10}
-    assert s.model.path == DEMO.parent / "fraud_model.onnx" and s.model.path.is_file()
+    assert s.single_model.path == DEMO.parent / "fraud_model.onnx" and s.single_model.path.is_file()
     assert s.feature_width == 1 + 8 + 1 + 1 + 1 + 1 + 1 + 1
     assert [r.label for r in s.decisions.rules] == ["review", "reject"]
 
@@ -79,8 +79,8 @@ def test_relative_model_path_is_resolved_against_the_config_files_folder(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     s = load_settings(path, env={})
-    assert s.model.path == (tmp_path / "conf" / "models" / "m.onnx").resolve()
-    assert s.model.path.is_absolute()
+    assert s.single_model.path == (tmp_path / "conf" / "models" / "m.onnx").resolve()
+    assert s.single_model.path.is_absolute()
 
 
 def test_a_relative_model_path_from_the_environment_is_taken_from_the_working_directory(
@@ -89,7 +89,7 @@ def test_a_relative_model_path_from_the_environment_is_taken_from_the_working_di
     path = write_config(name="conf/c.yaml")
     monkeypatch.chdir(tmp_path)
     s = load_settings(path, env={"STREAMSCORE_MODEL__PATH": "models/m.onnx"})
-    assert s.model.path == (tmp_path / "models" / "m.onnx").resolve(), "as a shell user typing it would expect"
+    assert s.single_model.path == (tmp_path / "models" / "m.onnx").resolve(), "as a shell user typing it would expect"
 
 
 def test_a_relative_config_path_works_from_the_current_folder(
@@ -97,12 +97,12 @@ def test_a_relative_config_path_works_from_the_current_folder(
 ) -> None:
     write_config(name="c.yaml")
     monkeypatch.chdir(tmp_path)
-    assert load_settings("c.yaml", env={}).model.path == (tmp_path / "fraud_model.onnx").resolve()
+    assert load_settings("c.yaml", env={}).single_model.path == (tmp_path / "fraud_model.onnx").resolve()
 
 
 def test_absolute_model_path_is_kept(write_config: WriteConfig, tmp_path: Path) -> None:
     model = tmp_path / "abs" / "m.onnx"
-    assert load_settings(write_config(lambda c: c["model"].update(path=str(model))), env={}).model.path == model
+    assert load_settings(write_config(lambda c: c["model"].update(path=str(model))), env={}).single_model.path == model
 
 
 def test_env_overrides_nested_keys_with_yaml_typed_values(write_config: WriteConfig) -> None:
@@ -123,8 +123,8 @@ def test_env_overrides_nested_keys_with_yaml_typed_values(write_config: WriteCon
     assert s.batching.max_batch_size == 64
     assert s.batching.max_wait_ms == 2.5
     assert s.metrics.enabled is False
-    assert s.model.score_column is None
-    assert s.model.version == "v7"
+    assert s.single_model.score_column is None
+    assert s.single_model.version == "v7"
     assert s.log_level == "DEBUG"
     assert s.kafka.group_id == "streamscore-demo", "keys not overridden keep their file value"
 
@@ -185,7 +185,7 @@ def test_env_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "STREAMSCORE_FEATURES": "[{name: amount}]",
     }
     s = load_settings(None, env=env)
-    assert s.model.path == tmp_path.resolve() / "m.onnx", "relative to the current folder without a file"
+    assert s.single_model.path == tmp_path.resolve() / "m.onnx", "relative to the current folder without a file"
     assert s.features == [FeatureSettings(name="amount")]
 
 

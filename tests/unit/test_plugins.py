@@ -96,7 +96,7 @@ def plugins() -> tuple[Plugins, list[MemoryDestination]]:
 
 def config(**changes: Any) -> Settings:
     s = settings(max_batch_size=10)
-    model = s.model.model_copy(update={"kind": "constant", "name": "const"})
+    model = s.single_model.model_copy(update={"kind": "constant", "name": "const"})
     return s.model_copy(update={"engine": "memory", "model": model, "metrics": s.metrics.model_copy(
         update={"enabled": False}), **changes})
 

@@ -1,0 +1,39 @@
+"""The ``model`` section: one model file and where its score is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from streamscore.config.section import Section
+
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+
+
+class ModelSettings(Section):
+    kind: str = "onnx"
+    """Model runner kind, from the runner registry (``onnx``)."""
+    path: Path
+    """Model file (ONNX for ``kind: onnx``); a relative path is taken from the config file's folder, or from the working
+    directory when it comes from an environment variable."""
+    name: str | None = None
+    """Model name written into every output record (default: the file's stem)."""
+    version: str | None = None
+    """Model version written into every output record (default: ``sha256:`` and the file's hash prefix)."""
+    provider: Provider = "auto"
+    """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU."""
+    input: str | None = None
+    """Model input fed with the feature matrix (default: the model's only input)."""
+    score_output: str | None = None
+    """Model output holding the score (default: the last output)."""
+    score_column: int | None = 1
+    """Column of a 2-D score output; null for a 1-D output."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Expected sha256 of the model file; when set, a different file refuses to load."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """Threads onnxruntime uses inside one model call (0: its default, one per core); set it to the
+    container's CPU limit so that a throttled pod does not oversubscribe."""
+    warmup_batches: int = Field(default=2, ge=0)
+    """Batches run through the model at start so the first real batch pays no setup cost."""

@@ -1,0 +1,77 @@
+"""A model graph end to end: an ensemble config on the real broker scores every event once, and
+every record names both model versions and the deciding stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import as_file, files
+from pathlib import Path
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import TensorProto, helper
+
+from streamscore.config import load_settings
+from streamscore.core.features import FeatureExtractor
+from streamscore.runners.onnx import OnnxRunner
+from tests.integration.test_service import by_key, score_all, valid_events
+from tests.support import OutputReader, ServiceProcess, Topics
+
+pytestmark = pytest.mark.integration
+
+WIDTH = 15
+"""Columns of the demo features."""
+
+
+def linear_model(path: Path) -> Path:
+    """[None, 15] -> [None, 2] probabilities of a fixed linear score, for a second ensemble member."""
+    w = np.zeros((WIDTH, 2), dtype=np.float32)
+    w[0, 1] = 0.0005  # amount
+    w[WIDTH - 1, 1] = 0.01  # tx_count_24h
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["probabilities"])], "linear",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, WIDTH])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [WIDTH, 2], w.ravel().tolist())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_an_ensemble_scores_every_event_once_with_both_model_versions(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], tmp_path: Path,
+) -> None:
+    with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
+        fraud = {"path": str(demo), "version": "v-demo", "provider": "cpu", "score_output": "probabilities"}
+    linear = {"path": str(linear_model(tmp_path / "linear.onnx")), "version": "v-lin", "provider": "cpu"}
+    t = topics()
+    config = write_config(t, model=None, models={"fraud": fraud, "linear": linear},
+                          graph={"type": "ensemble", "members": ["fraud", "linear"], "combine": "mean"})
+    inputs = valid_events(2_000)
+    outputs = score_all(bootstrap, t, config, service, output_reader, inputs)
+
+    assert all(r.topic == t.destination for r in outputs), "valid events must not be dead-lettered"
+    grouped = by_key(outputs)
+    assert set(grouped) == {k for k, _, _ in inputs}
+    assert all(len(v) == 1 for v in grouped.values()), "exactly one output per input"
+    records = {k: orjson.loads(v[0].value or b"") for k, v in grouped.items()}
+    for record in records.values():
+        assert record["models"] == {"fraud": "v-demo", "linear": "v-lin"}
+        assert record["stage"] == "ensemble"
+        assert record["model"] == "ensemble:fraud+linear"
+        assert record["model_version"] == "fraud=v-demo,linear=v-lin"
+
+    settings = load_settings(config, env={})
+    matrix = FeatureExtractor(settings.features).extract([orjson.loads(v) for _, v, _ in inputs], {}).matrix
+    direct = []
+    for name in ("fraud", "linear"):
+        runner = OnnxRunner(settings.models[name], WIDTH)
+        runner.load()
+        direct.append(runner.predict(matrix))
+    expected = (direct[0].astype(np.float64) + direct[1]) / 2
+    got = np.array([records[k]["score"] for k, _, _ in inputs])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
