@@ -25,6 +25,7 @@ from streamscore.delivery.pausing import Pausing
 from streamscore.destinations.base import Outputs
 from streamscore.engines.base import Source
 from streamscore.errors import ModelUnavailable
+from streamscore.intake import Intake
 from streamscore.metrics import Metrics, Totals
 from streamscore.server import Health
 
@@ -58,6 +59,7 @@ class Pipeline:
         self._next_commit = 0.0
         self._failed = False
         self.pausing = Pausing(source, batching.max_in_flight, metrics)
+        self.intake = Intake(source, batcher, batching.adaptive)
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -118,58 +120,34 @@ class Pipeline:
         """Score the open batch, wait for every output, commit. True if all were acknowledged."""
         pending = self.batcher.take()
         if pending:
-            self._process(pending)
+            self._score_all([pending])
         return self.committer.settle(deadline)
 
     def _consume_once(self) -> None:
-        batcher = self.batcher
         if self.breaker.open:  # keep what still arrives; nothing is scored until a retry succeeds
-            batcher.hold(self.source.poll(batcher.max_size, 0.1))
+            self.intake.hold()
             return
-        if self.batching.adaptive:
-            self._consume_adaptively()
-            return
-        remaining = batcher.remaining()
-        timeout = min(max(batcher.max_wait if remaining is None else remaining, 0.001), 0.1)
-        messages = self.source.poll(batcher.max_size - len(batcher), timeout)
-        if messages:
-            for batch in batcher.add(messages):
-                self._process(batch)
-        due = batcher.take_due()
-        if due:
-            self._process(due)
-
-    def _consume_adaptively(self) -> None:
-        """Wait only for a batch's first event; then take what the consumer has buffered, and score
-        as soon as it has nothing more, the batch is full or ``max_wait_ms`` has passed. A backlog
-        makes full batches, a trickle single events at once."""
-        batcher = self.batcher
-        if not len(batcher):
-            for batch in batcher.add(self.source.poll(1, 0.1)):  # returns as soon as one event is there
-                self._process(batch)
-            if not len(batcher):
-                return
-        more = self.source.poll(batcher.max_size - len(batcher), 0)
-        for batch in batcher.add(more):
-            self._process(batch)
-        if not more or batcher.remaining() == 0:
-            rest = batcher.take()
-            if rest:
-                self._process(rest)
+        self._score_all(self.intake.batches())
 
     # -- one batch --------------------------------------------------------------------------
 
-    def _process(self, batch: Sequence[SourceMessage]) -> None:
-        if self.breaker.open:
-            self.batcher.restore(batch)
-            return
+    def _score_all(self, batches: Sequence[Sequence[SourceMessage]]) -> None:
+        """Score batches in order; once the model is down, the rest go back, in order, in front of
+        the unscored events (never behind later ones: offsets are committed in consumption order)."""
+        for i, batch in enumerate(batches):
+            if self.breaker.open or not self._score(batch):
+                self.batcher.restore([m for held in batches[i:] for m in held])
+                return
+
+    def _score(self, batch: Sequence[SourceMessage]) -> bool:
+        """False, with the breaker tripped, when the model itself failed (the batch is not emitted)."""
         try:
             result = self.scorer.score(batch)
         except ModelUnavailable as exc:
-            self.batcher.restore(batch)
             self._model_down(exc)
-            return
+            return False
         self._emit(batch, result)
+        return True
 
     def _emit(self, batch: Sequence[SourceMessage], result: ScoredBatch) -> None:
         self.committer.begin()
