@@ -5,12 +5,14 @@ does not move with the machine's load, unlike seconds.
 
 Two runs under ``valgrind --tool=callgrind`` generate the same 2N demo events and score N and 2N
 of them (``Scorer.score``, demo model on the CPU, one onnxruntime thread so no spinning pool
-blurs the count); their difference over N is the cost of one event, start-up cancelled out.
+blurs the count, and a fixed hash seed: with a random one two runs of the same tree differed by
+0.7%); their difference over N is the cost of one event, start-up cancelled out.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +49,7 @@ def instructions(events: int, score: int, batch: int, workdir: Path) -> int:
     out = workdir / f"callgrind.{score}.out"
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
                     "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
     if match is None:
         raise SystemExit(f"no instruction total in {out}")
