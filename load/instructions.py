@@ -5,8 +5,8 @@ does not move with the machine's load, unlike seconds.
 
 Two runs under ``valgrind --tool=callgrind`` generate the same 2N demo events and score N and 2N
 of them (``Scorer.score``, demo model on the CPU, one onnxruntime thread so no spinning pool
-blurs the count, and a fixed hash seed: with a random one two runs of the same tree differed by
-0.7%); their difference over N is the cost of one event, start-up cancelled out.
+blurs the count, and a fixed hash seed, one source of the 0.7% by which two runs of the same core
+from two checkouts differed); their difference over N is the cost of one event, start-up cancelled out.
 """
 
 from __future__ import annotations
