@@ -182,8 +182,13 @@ class ExactlyOnce(Committer):
         self.transactions = transactions
         self.in_transaction = False
         self.aborts_in_a_row = 0
+        self.abort_pending = False
+        """A transaction left open because its abort ran out of a deadline (a revoke's, say)."""
 
     def begin(self) -> None:
+        if self.abort_pending:  # an abort a stop or revoke had no time left for
+            self.transactions.abort_transaction(self.commit_timeout)
+            self.abort_pending = False
         if not self.in_transaction:
             self.transactions.begin_transaction()
             self.in_transaction = True
@@ -228,8 +233,8 @@ class ExactlyOnce(Committer):
 
     def fail(self) -> None:
         """Abort what is open; the next owner redoes it."""
-        if self.in_transaction:
-            self.in_transaction = False
+        if self.in_transaction or self.abort_pending:
+            self.in_transaction = self.abort_pending = False
             try:
                 self.transactions.abort_transaction(self.commit_timeout)
             except BrokerError as exc:
@@ -246,8 +251,9 @@ class ExactlyOnce(Committer):
             self.in_transaction = False
             try:
                 self.transactions.abort_transaction(deadline.remaining())
-            except TransactionAborted as exc:  # out of time: the broker aborts it at its timeout
-                log.warning("could not abort the transaction (%s); the broker aborts it when it times out", exc)
+            except TransactionAborted as exc:  # out of this deadline's time: abort before the next one
+                self.abort_pending = True
+                log.warning("could not abort the transaction yet (%s); it is aborted before the next begins", exc)
         rewind = {tp: pos for tp, pos in self.restart_at.items() if tp in self.assigned}
         for m in self.batcher.take() or []:  # consumed, never scored: they are re-read too
             tp = cast(TopicPartition, (m.topic(), m.partition()))

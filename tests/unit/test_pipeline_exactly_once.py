@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from streamscore.delivery.committers import MAX_ABORTS_IN_A_ROW
+from streamscore.delivery.deadline import Deadline
 from streamscore.errors import DeliveryError, TransactionAborted
 from streamscore.pipeline import Pipeline
 from tests.unit.fakes import FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
@@ -177,3 +178,38 @@ def test_lag_is_the_high_watermark_minus_the_resume_position() -> None:
 def _samples(p: Any, name: str) -> list[tuple[dict[str, str], float]]:
     return [(s.labels, s.value) for metric in p.metrics.registry.collect() if metric.name == name
             for s in metric.samples]
+
+
+class OutOfTimeAborts(TransactionalSink):
+    """Aborts refuse a deadline with no time left, as KafkaSink does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+        super().begin_transaction()
+
+    def abort_transaction(self, timeout: float) -> None:
+        if timeout <= 0:
+            raise TransactionAborted("aborting the transaction: no time left of the stop or commit budget")
+        self.calls.append("abort")
+        super().abort_transaction(timeout)
+
+
+def test_an_abort_a_deadline_had_no_time_for_happens_before_the_next_transaction() -> None:
+    msgs = messages(30, partitions=2)
+    source, sink = FakeSource(msgs), OutOfTimeAborts()
+    p = eos_pipeline(source, sink, max_batch_size=4, commit_interval_ms=60_000)
+    p.start()
+    for _ in range(3):
+        p.step()
+    assert sink.open is not None, "outputs wait in an open transaction"
+    committer = p.committer
+    committer._abort("revoked with no time left", Deadline(0.0), failure=False)  # type: ignore[attr-defined]
+    assert sink.open is not None and "abort" not in sink.calls, "no time: the transaction is still open"
+    run_until_consumed(p, source, len(msgs))
+    first_abort = sink.calls.index("abort")
+    assert sink.calls[first_abort + 1] == "begin", "aborted before the next transaction began"
+    assert Counter(k for _, k, _ in sink.visible) == Counter(m.key() for m in msgs), "every event once"
