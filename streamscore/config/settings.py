@@ -39,7 +39,8 @@ class BatchingSettings(Section):
     """Events whose JSON nests objects and arrays deeper than this go to the dead-letter topic
     (``too_deep``). At most 254: orjson cannot write a copied field nested deeper into the output."""
     commit_interval_ms: float = Field(default=1000.0, ge=0)
-    """How often acknowledged offsets are committed while running (sooner when the window fills)."""
+    """How often acknowledged offsets are committed while running (sooner once half of
+    ``max_in_flight`` is uncommitted)."""
     drain_timeout_s: float = Field(default=30.0, gt=0)
     """Upper bound on the final drain at shutdown or revocation."""
 
