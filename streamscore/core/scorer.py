@@ -77,9 +77,14 @@ def isolate(call: Call, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, dic
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - model failures are data-dependent; isolate them
-        if matrix.shape[0] == 1:
-            return (np.full(1, np.nan, dtype=np.float32), np.zeros(1, dtype=np.intp),
-                    {0: f"{type(exc).__name__}: {str(exc)[:200]}"})
+        return bisect(call, matrix, exc)
+
+
+def bisect(call: Call, matrix: np.ndarray, exc: Exception) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """``matrix`` made ``call`` raise ``exc``: score each half apart, down to the failing rows."""
+    if matrix.shape[0] == 1:
+        return (np.full(1, np.nan, dtype=np.float32), np.zeros(1, dtype=np.intp),
+                {0: f"{type(exc).__name__}: {str(exc)[:200]}"})
     mid = matrix.shape[0] // 2
     left, left_stages, left_failed = isolate(call, matrix[:mid])
     right, right_stages, right_failed = isolate(call, matrix[mid:])
@@ -165,9 +170,9 @@ class Scorer:
             raise
         except MemoryError as exc:
             raise ModelUnavailable(f"model {runner.name}: out of memory") from exc
-        except Exception:  # noqa: BLE001 - the probe tells the model's failure from the rows'
+        except Exception as exc:  # noqa: BLE001 - the probe tells the model's failure from the rows'
             self.probe()
-            return isolate(self._call, matrix)
+            return bisect(self._call, matrix, exc)  # the whole batch failed once: start with its halves
         if np.isfinite(scores[:1]).all():
             self._probe = matrix[:1].copy()
         return scores, stages, {}

@@ -432,3 +432,11 @@ def test_random_batches_give_each_position_exactly_one_result(batch: list[tuple[
         assert record["source"] == {"topic": msgs[i].topic(), "partition": msgs[i].partition(),
                                     "offset": msgs[i].offset()}
         assert record["transaction_id"] == f"t{i}"
+
+
+def test_a_failing_batch_is_not_scored_whole_twice(scorer: Scorer, runner: FakeRunner,
+                                                    make_messages: Callable[..., list[FakeMessage]]) -> None:
+    """After the whole batch raised once (and the probe row passed), bisection starts at the halves."""
+    result = scorer.score(make_messages(event(amount=1.0), event(amount=MARK), event(amount=3.0), event(amount=4.0)))
+    assert [r.index for r in result.rejections] == [1]
+    assert runner.calls.count(4) == 1, f"rows per model call: {runner.calls}"
