@@ -1,4 +1,4 @@
-"""Command line: ``streamscore run|validate|demo|broker``. Builds settings and calls in; no logic.
+"""Command line: ``streamscore run|serve|validate|demo|broker``. Builds settings and calls in; no logic.
 
 Exit codes: 0 success; 1 a runtime failure (broker, delivery, unfinished drain); 2 a configuration
 error, reported on one line that names the key.
@@ -48,7 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
     run.add_argument("--workers", type=int, default=1,
                      help="processes in the same consumer group on this host (metrics on port, port+1, ...)")
+    run.add_argument("--serve", action="store_true",
+                     help="also serve REST (the 'serve' section) beside the consumer, over the same models")
     run.set_defaults(command=_run)
+
+    serve = commands.add_parser("serve", help="serve the models over REST (Open Inference Protocol, /v1/score)")
+    serve.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
+    serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check configuration, model and broker, then exit")
     validate.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
@@ -91,11 +97,22 @@ def _run(args: argparse.Namespace) -> int:
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
     if args.workers > 1:
+        if args.serve:
+            raise ConfigError("--serve: serves from one process; run without --workers (or 'streamscore serve')")
         from streamscore.workers import run_workers
 
         return run_workers(args.config, args.workers, settings.metrics.port, args.log_level,
                            transactional_id(settings))
-    return Service(settings).run(stop)
+    return Service(settings, serve=args.serve).run(stop)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from streamscore.config import Settings
+    from streamscore.service import serve
+
+    settings = _load(args.config, args.log_level)
+    assert isinstance(settings, Settings)
+    return serve(settings)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -106,6 +123,10 @@ def _validate(args: argparse.Namespace) -> int:
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
     parts = assemble(settings, Plugins.default())  # what run builds, refused the same way
+    try:
+        settings.serve.bearer_token()  # what run --serve and serve would read
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     runner = parts.runner
     runner.load()
     print(f"config ok: {args.config}")

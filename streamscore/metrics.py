@@ -150,6 +150,18 @@ class Metrics:
                                   "stage counts only its gated rows).", ["stage"], registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
+        self.serve_requests = Counter("streamscore_serve_requests",
+                                      "REST requests answered, by route and HTTP status code.", ["route", "status"],
+                                      registry=r)
+        self.serve_request_seconds = Histogram("streamscore_serve_request_seconds",
+                                               "REST request time, from the request to its response, by route.",
+                                               ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.serve_batch_size = Histogram("streamscore_serve_batch_size",
+                                          "Events (or tensor rows) of concurrent REST requests scored in one "
+                                          "model call.", buckets=BATCH_BUCKETS, registry=r)
+        self.serve_rejected = Counter("streamscore_serve_rejected_events",
+                                      "REST events that could not be scored, by reason (the dead-letter reasons).",
+                                      ["reason"], registry=r)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start
         # time; prefixed so they cannot clash with another exporter's process_* on the same target.
         ProcessCollector(namespace="streamscore", registry=r)

@@ -23,6 +23,7 @@ from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
 from streamscore.server import Health, HttpServer
+from streamscore.serving.server import RestServer, rest_server
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +73,49 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
 
 
+def report_models(runner: ModelRunner, metrics: Metrics) -> None:
+    """``streamscore_model_info``: one series per loaded model (each model of a graph)."""
+    loaded = runner.runners.values() if isinstance(runner, ModelGraph) else [runner]
+    for model in loaded:
+        metrics.model_info.labels(model.name, model.version, model.provider).set(1)
+
+
+def serve(settings: Settings, plugins: Plugins | None = None) -> int:
+    """``streamscore serve``: load the models and serve REST until SIGTERM/SIGINT; no Kafka."""
+    metrics = Metrics()
+    runner = build_runner(settings, plugins or Plugins.default(), metrics)
+    runner.load()
+    report_models(runner, metrics)
+    server = rest_server(settings, runner, metrics)
+    try:
+        server.run()
+    finally:
+        runner.close()
+    log.info("REST stopped")
+    return 0
+
+
 class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None,
+                 serve: bool = False) -> None:
         self.settings = settings
+        self.serve = serve
+        """Also serve REST (``serve`` section) over the same loaded models."""
         self.metrics = metrics or Metrics()
         self.parts = assemble(settings, plugins or Plugins.default(), self.metrics)
         self.runner = self.parts.runner
         self.health = Health()
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
+        self.rest: RestServer | None = None
 
     def start(self) -> Pipeline:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
-        for runner in loaded:  # a graph: each of its models
-            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
+        report_models(self.runner, self.metrics)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
@@ -98,6 +123,9 @@ class Service:
         if s.metrics.enabled:
             self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
             self.http.start()
+        if self.serve:
+            self.rest = rest_server(s, self.runner, self.metrics)
+            self.rest.start()
         b = s.batching
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
@@ -123,6 +151,9 @@ class Service:
         return 0 if drained else 1
 
     def close(self) -> None:
+        if self.rest is not None:
+            self.rest.stop()
+            self.rest = None
         if self.http is not None:
             self.http.stop()
             self.http = None

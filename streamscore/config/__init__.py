@@ -4,6 +4,7 @@ from streamscore.config.graph import CascadeGraph, ChainGraph, EnsembleGraph, Gr
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
 from streamscore.config.model import ModelSettings, Provider
+from streamscore.config.serve import ServeSettings
 from streamscore.config.settings import (
     BatchingSettings,
     BreakerSettings,
@@ -36,6 +37,7 @@ __all__ = [
     "ModelSettings",
     "OutputSettings",
     "Provider",
+    "ServeSettings",
     "Settings",
     "apply_env_overrides",
     "describe_validation_error",

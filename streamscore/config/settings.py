@@ -20,6 +20,7 @@ from streamscore.config.graph import GraphModelSettings, GraphSettings, check_gr
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.model import ModelSettings
 from streamscore.config.section import Section
+from streamscore.config.serve import ServeSettings
 
 
 class BatchingSettings(Section):
@@ -189,6 +190,8 @@ class Settings(Section):
     its output (default: one ``kafka`` destination, ``kafka.destination_topic``)."""
     breaker: BreakerSettings = BreakerSettings()
     """The circuit breaker for model failures."""
+    serve: ServeSettings = ServeSettings()
+    """The REST endpoint of ``streamscore serve`` and ``run --serve``."""
     delivery: Delivery = "at_least_once"
     """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
     write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka

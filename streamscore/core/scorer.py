@@ -47,6 +47,16 @@ class ScoringSpec:
                    b.max_message_bytes, b.max_json_depth)
 
 
+@dataclass(frozen=True, slots=True)
+class MatrixScores:
+    """What the core made of a matrix of feature rows: a score and a label index per row, and the
+    rows the model failed on (their score is not finite) with the error."""
+
+    scores: np.ndarray
+    decisions: np.ndarray
+    failed: dict[int, str]
+
+
 Call = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """matrix -> (scores, index of the deciding stage per row)."""
 
@@ -143,6 +153,16 @@ class Scorer:
                                 self._graph(stages))
         rejections.sort(key=lambda r: r.index)
         return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+
+    def score_matrix(self, matrix: np.ndarray) -> MatrixScores:
+        """Score feature rows given as a matrix (a tensor request): the same model call, bisection
+        and decisions as ``score``, without decoding; raises ModelUnavailable like ``score``."""
+        if not matrix.shape[0]:
+            return MatrixScores(np.zeros(0, np.float32), np.zeros(0, np.intp), {})
+        scores, _, failed = self._predict(np.ascontiguousarray(matrix, dtype=np.float32))
+        bad = np.flatnonzero(~np.isfinite(scores)).tolist()
+        failed = {row: failed.get(row, "model returned a non-finite score") for row in bad}
+        return MatrixScores(scores, self.policy.indices(scores), failed)
 
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
