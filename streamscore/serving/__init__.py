@@ -1,0 +1,1 @@
+"""REST serving: the Open Inference Protocol and ``/v1/score`` over the shared scoring core."""
