@@ -19,6 +19,7 @@ from load.brokers import make_broker
 from load.faults.harness import ServiceProcess, Topics, make_topics
 from load.faults.harness import write_config as write_scenario_config
 from load.kafka_io import OutputReader
+from tests.support.rest import RestProcess, start_rest
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +81,19 @@ def output_reader(bootstrap: str) -> Iterator[Callable[..., OutputReader]]:
     yield make
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture(scope="module")
+def rest_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RestProcess]]:
+    """Starts ``streamscore serve`` on the demo model and a free port, ready; ``overrides`` merge into
+    the config (``serve={...}``). One per module and set of overrides: starting one takes seconds."""
+    started: list[RestProcess] = []
+
+    def make(env: dict[str, str] | None = None, **overrides: Any) -> RestProcess:
+        proc = start_rest(tmp_path_factory.mktemp("rest"), env, **overrides)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()
