@@ -116,6 +116,8 @@ class Service:
         s, engine = self.settings, self.parts.engine
         self.runner.load()
         report_models(self.runner, self.metrics)
+        if self.serve:  # binds now: a taken serve.port is refused before the broker is contacted
+            self.rest = rest_server(s, self.runner, self.metrics)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
@@ -123,8 +125,7 @@ class Service:
         if s.metrics.enabled:
             self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
             self.http.start()
-        if self.serve:
-            self.rest = rest_server(s, self.runner, self.metrics)
+        if self.rest is not None:
             self.rest.start()
         b = s.batching
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
