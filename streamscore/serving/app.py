@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -137,7 +136,8 @@ class RestApp:
         return Response(self._openapi, media_type="application/json")
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = self.metrics.exposition()
+        return Response(body, media_type=content_type)
 
     # --- scoring ------------------------------------------------------------------------------------
 
