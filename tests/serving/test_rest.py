@@ -256,5 +256,5 @@ def test_generated_requests_from_the_openapi_document_get_no_5xx_and_schema_conf
     command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
                "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--phases", "fuzzing",
                "--max-examples", "5", "--seed", "1", "--report-dir", str(tmp_path)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
