@@ -199,6 +199,7 @@ def openapi(auth: bool) -> dict[str, Any]:
         "/v2/models/{name}/infer": {"post": infer},
         "/v2/models/{name}/versions/{version}/infer": {"post": infer_version},
         "/v1/score/{name}": {"post": score},
+        "/v1/score/{name}/versions/{version}": {"post": {**score, "parameters": [_param("name"), _param("version")]}},
     }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
