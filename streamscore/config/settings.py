@@ -140,11 +140,13 @@ class MetricsSettings(Section):
 
 class DestinationSettings(Section):
     kind: str = "kafka"
-    """Destination kind, from the destination registry (``kafka``)."""
+    """Destination kind, from the destination registry (``kafka``, ``postgresql``)."""
     topic: str | None = None
     """``kafka``: the topic (default: ``kafka.destination_topic``)."""
     options: dict[str, Any] = {}
-    """Settings of a destination kind registered by a plugin."""
+    """Settings of a destination kind: ``postgresql`` takes ``dsn``, ``table``, ``max_rows``,
+    ``connect_timeout_s``, ``initial_backoff_s``, ``max_backoff_s`` and ``max_outage_s`` (README,
+    "PostgreSQL destination")."""
 
 
 class BreakerSettings(Section):

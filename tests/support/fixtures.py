@@ -19,6 +19,7 @@ from load.brokers import make_broker
 from load.faults.harness import ServiceProcess, Topics, make_topics
 from load.faults.harness import write_config as write_scenario_config
 from load.kafka_io import OutputReader
+from tests.support.postgres import PostgresServer, binaries
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +81,16 @@ def output_reader(bootstrap: str) -> Iterator[Callable[..., OutputReader]]:
     yield make
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (``tests/support/postgres.py``); each test uses its own table."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (./scripts/test.sh installs Debian's postgresql)")
+    server = PostgresServer(bin_dir)
+    try:
+        yield server.init().start()
+    finally:
+        server.remove()
