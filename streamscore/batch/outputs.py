@@ -1,0 +1,104 @@
+"""Where a batch run's chunks go: part files in a folder, or the configured destinations.
+
+Either way a chunk counts as done only once all of its outputs are written: a folder's part files
+are renamed into place whole (a redone chunk overwrites its own files, so each input is in the
+folder once); a destination acknowledges each record, as in the stream.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamscore.batch.parts import write_atomically
+from streamscore.core.records import DeadLetter, ScoredBatch
+from streamscore.delivery.tracker import Ticket
+from streamscore.destinations.base import Outputs
+from streamscore.errors import DeliveryError
+
+FLUSH_TIMEOUT = 300.0
+"""How long a chunk's outputs may take to be acknowledged by the destinations."""
+
+
+class ChunkSink(Protocol):
+    def write(self, part: int, chunk: int, keys: Sequence[bytes | None], scored: ScoredBatch,
+              letters: Sequence[DeadLetter]) -> None:
+        """Write one chunk's score records and dead letters; returns once they are all stored."""
+
+    def close(self) -> None: ...
+
+
+def reject_line(letter: DeadLetter) -> bytes:
+    """A dead letter as one JSON object: the reason, the detail and the source its headers carry,
+    the time, and the value as text (cut to its first KiB when oversize, as in the stream)."""
+    h = {name: (v or b"").decode(errors="replace") for name, v in letter.headers}
+    fields: dict[str, object] = {
+        "reason": h["streamscore.reason"], "detail": h["streamscore.detail"],
+        "source": {"topic": h["streamscore.source.topic"], "partition": int(h["streamscore.source.partition"]),
+                   "offset": int(h["streamscore.source.offset"])},
+        "rejected_at_ms": int(h["streamscore.time"]),
+        "value": None if letter.value is None else letter.value.decode(errors="replace"),
+    }
+    if "streamscore.value.truncated.from" in h:
+        fields["value_truncated_from"] = int(h["streamscore.value.truncated.from"])
+    return orjson.dumps(fields)
+
+
+class FolderSink:
+    """``scores/part-PPPPP-CCCCCC.{parquet,jsonl}`` and ``rejects/part-PPPPP-CCCCCC.jsonl`` under ``folder``."""
+
+    def __init__(self, folder: Path, fmt: str) -> None:
+        self.scores = folder / "scores"
+        self.rejects = folder / "rejects"
+        self.format = fmt
+        self.scores.mkdir(parents=True, exist_ok=True)
+        self.rejects.mkdir(parents=True, exist_ok=True)
+
+    def write(self, part: int, chunk: int, keys: Sequence[bytes | None], scored: ScoredBatch,
+              letters: Sequence[DeadLetter]) -> None:
+        name = f"part-{part:05d}-{chunk:06d}"
+        if letters:
+            write_atomically(self.rejects / f"{name}.jsonl", b"".join(reject_line(d) + b"\n" for d in letters))
+        if not scored.outputs:
+            return
+        if self.format == "jsonl":
+            write_atomically(self.scores / f"{name}.jsonl", b"".join(o + b"\n" for o in scored.outputs))
+            return
+        table = pa.Table.from_pylist([orjson.loads(o) for o in scored.outputs])
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        write_atomically(self.scores / f"{name}.parquet", buffer.getvalue())
+
+    def close(self) -> None:
+        """Every write is complete when it returns."""
+
+
+class DestinationSink:
+    """The configured destinations and the dead-letter topic, as in the stream: a chunk is stored
+    when every record of it was acknowledged."""
+
+    def __init__(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+
+    def write(self, part: int, chunk: int, keys: Sequence[bytes | None], scored: ScoredBatch,
+              letters: Sequence[DeadLetter]) -> None:
+        ticket = Ticket(len(scored.outputs) * len(self.outputs.destinations) + len(letters))
+        self.outputs.write(keys, scored, letters, ticket.ack)
+        until = time.monotonic() + FLUSH_TIMEOUT
+        while ticket.pending > 0 and ticket.error is None and time.monotonic() < until:
+            self.outputs.flush(min(1.0, until - time.monotonic()))
+        if ticket.error is not None:
+            raise DeliveryError(f"part {part} chunk {chunk}: {ticket.error}")
+        if ticket.pending > 0:
+            raise DeliveryError(f"part {part} chunk {chunk}: {ticket.pending} records not acknowledged "
+                                f"within {FLUSH_TIMEOUT:g}s")
+
+    def close(self) -> None:
+        self.outputs.close()
