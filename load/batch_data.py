@@ -30,15 +30,16 @@ def flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def write(path: Path, values: list[bytes], null_every: int = 50) -> Path:
+def write(path: Path, values: list[bytes], null_every: int | None = None) -> Path:
     """The values as the file ``path``'s extension says: JSON Lines as they are; Parquet and CSV take
     the JSON objects of consistent types only (malformed events are for JSON Lines) and write the
-    others' JSON, every ``null_every``-th row with a null ``amount`` (rejected: missing_field)."""
+    others' JSON, every ``null_every``-th row (if given) with a null ``amount`` (rejected: missing_field)."""
     if path.suffix == ".jsonl":
-        path.write_bytes(b"".join(v + b"\n" for v in values))
+        # one event per line: the generator's binary garbage loses its newline bytes (still not JSON)
+        path.write_bytes(b"".join(v.replace(b"\n", b" ") + b"\n" for v in values))
         return path
     rows = [orjson.loads(v) for v in values]
-    for row in rows[::null_every]:
+    for row in rows[null_every - 1::null_every] if null_every else []:
         row["amount"] = None
     if path.suffix == ".parquet":
         pq.write_table(pa.Table.from_pylist(rows), path)
