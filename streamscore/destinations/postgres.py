@@ -221,5 +221,8 @@ def postgres_table(destination: DestinationSettings, settings: Settings, engine:
     try:
         options = PostgresSettings.model_validate(destination.options)
     except ValidationError as exc:
-        raise ConfigError(f"destinations[{index}].options.{describe_validation_error(exc)}") from None
+        first = exc.errors(include_url=False)[0]
+        message = (f"{first['loc'][0]}: unknown key (expected one of: {', '.join(PostgresSettings.model_fields)})"
+                   if first["type"] == "extra_forbidden" else describe_validation_error(exc))
+        raise ConfigError(f"destinations[{index}].options.{message}") from None
     return PostgresTable(options)
