@@ -87,8 +87,10 @@ class PostgresTable:
 
     transactional = False
 
-    def __init__(self, options: PostgresSettings) -> None:
+    def __init__(self, options: PostgresSettings, key: str = "destinations[].options") -> None:
         self.options = options
+        self.key = key
+        """The settings path of the options, for errors."""
         self.name = f"postgresql:{options.table}"
         self._table = sql.Identifier(*options.table.split("."))
         self._conn: psycopg.Connection[Any] | None = None
@@ -104,7 +106,7 @@ class PostgresTable:
         try:
             self._connect()
         except psycopg.Error as exc:
-            raise DeliveryError(f"destinations: postgresql {self.options.table}: cannot connect: "
+            raise DeliveryError(f"{self.key}.dsn: cannot connect and create table {self.options.table}: "
                                 f"{_first_line(exc)}") from None
 
     def write(self, keys: Sequence[bytes | None], batch: ScoredBatch, on_delivery: DeliveryCallback) -> None:
@@ -225,4 +227,4 @@ def postgres_table(destination: DestinationSettings, settings: Settings, engine:
         message = (f"{first['loc'][0]}: unknown key (expected one of: {', '.join(PostgresSettings.model_fields)})"
                    if first["type"] == "extra_forbidden" else describe_validation_error(exc))
         raise ConfigError(f"destinations[{index}].options.{message}") from None
-    return PostgresTable(options)
+    return PostgresTable(options, f"destinations[{index}].options")
