@@ -70,8 +70,8 @@ def test_kill9_restarts_leave_each_input_once_in_the_table(
     t = topics(2)
     table = f"scores_{uuid.uuid4().hex[:8]}"
     config = postgres_config(write_config, t, postgres.dsn, table)
-    inputs = InputStream(bootstrap, t.source, 3000, rate=1500, seed=7).start()
-    for at_least in (300, 1200):
+    inputs = InputStream(bootstrap, t.source, 2000, rate=1000, seed=7).start()
+    for at_least in (200, 800):
         proc = service(config)
         wait_for(rows_at_least(postgres.dsn, table, at_least), 90, f"{at_least} rows")
         proc.kill()  # SIGKILL: rows written, offsets not yet committed, are written again after the restart
