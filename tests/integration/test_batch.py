@@ -3,7 +3,9 @@ live group alone; batch scores (from the topic, and from files of the same event
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import orjson
 import pytest
 
 from load.batch_data import write
+from load.brokers import broker_kind
 from streamscore.batch.run import BatchRun
 from streamscore.config import load_settings
 from streamscore.demo.transactions import TransactionGenerator
@@ -18,6 +21,10 @@ from tests.support import OutputReader, ServiceProcess, Topics, committed, metri
 from tests.support.batch import positions, read_output
 
 pytestmark = pytest.mark.integration
+
+FINDS_OFFSETS_BY_TIME = bool(os.environ.get("STREAMSCORE_TEST_BOOTSTRAP")) or broker_kind() == "kafka"
+NO_OFFSETS_BY_TIME = ("the embedded broker answers every ListOffsets-by-time query with offset 0; run with "
+                      "STREAMSCORE_TEST_BROKER=kafka to check ranges by time")
 
 
 def run_batch(config: Path) -> str:
@@ -40,6 +47,23 @@ def test_a_topic_range_gives_exactly_its_records_and_joins_no_group(
     assert line == "read 70 = scored 70 + rejected 0"
     assert all(offset < 0 for offset in committed(bootstrap, t.group, t.source, 2).values()), "no commit"
     assert all(offset < 0 for offset in committed(bootstrap, f"{t.group}-batch", t.source, 2).values())
+
+
+@pytest.mark.skipif(not FINDS_OFFSETS_BY_TIME, reason=NO_OFFSETS_BY_TIME)
+def test_a_topic_range_by_time(bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+                               tmp_path: Path) -> None:
+    t = topics(2)
+    before = int(time.time() * 1000) - 1
+    produce(bootstrap, t.source, [(k, v, None) for k, v in TransactionGenerator(seed=42).encoded(40)])
+    after = int(time.time() * 1000) + 1
+    time.sleep(0.01)  # the next records are later than ``after``
+    produce(bootstrap, t.source, [(k, v, None) for k, v in TransactionGenerator(seed=43).encoded(30)])
+    first = {"start_timestamp_ms": before, "end_timestamp_ms": after}
+    assert run_batch(write_config(t, batch={"input": {"kafka": first}, "output": str(tmp_path / "first")})) == \
+        "read 40 = scored 40 + rejected 0"
+    later = {"start_timestamp_ms": after}
+    assert run_batch(write_config(t, batch={"input": {"kafka": later}, "output": str(tmp_path / "later")})) == \
+        "read 30 = scored 30 + rejected 0"
 
 
 def test_batch_scores_equal_the_streams(
