@@ -115,9 +115,16 @@ class PostgresTable:
                                           on_delivery))
 
     def poll(self, timeout: float) -> None:
-        """Write what is queued when a retry is not waiting for its backoff (never sleeps)."""
-        if self._pending and time.monotonic() >= self._retry_at:
-            self._write_pending()
+        """Write what is queued, unless a retry is waiting out its backoff: then wait for it, at most
+        ``timeout`` seconds (the stream loop goes on polling Kafka in between)."""
+        if not self._pending:
+            return
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+            if wait > timeout:
+                return
+        self._write_pending()
 
     def flush(self, timeout: float) -> int:
         until = time.monotonic() + timeout
