@@ -70,6 +70,7 @@ def config(workdir: Path, source: Path, to: str, dsn: str | None, chunk_rows: in
     settings["batch"] = {"input": {"files": [str(source)]}, "chunk_rows": chunk_rows}
     if to == "postgres":
         settings["batch"]["state"] = str(out / "_streamscore")
+        settings["batch"]["rejects"] = str(out / "rejects")  # no broker needed
         settings["destinations"] = [{"kind": "postgresql", "options": {"dsn": dsn, "table": "bench_scores"}}]
     else:
         settings["batch"]["output"] = str(out)

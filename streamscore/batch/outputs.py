@@ -21,6 +21,7 @@ from streamscore.batch.parts import write_atomically
 from streamscore.core.records import DeadLetter, ScoredBatch
 from streamscore.delivery.tracker import Ticket
 from streamscore.destinations.base import Outputs
+from streamscore.engines.base import DeliveryCallback
 from streamscore.errors import DeliveryError
 
 READ_BLOCK_BYTES = 64 << 20
@@ -53,21 +54,27 @@ def reject_line(letter: DeadLetter) -> bytes:
     return orjson.dumps(fields)
 
 
+def write_rejects(folder: Path, part: int, chunk: int, letters: Sequence[DeadLetter]) -> None:
+    """``folder/part-PPPPP-CCCCCC.jsonl``, one line per rejected row (none: no file)."""
+    if letters:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / f"part-{part:05d}-{chunk:06d}.jsonl",
+                         b"".join(reject_line(d) + b"\n" for d in letters))
+
+
 class FolderSink:
     """``scores/part-PPPPP-CCCCCC.{parquet,jsonl}`` and ``rejects/part-PPPPP-CCCCCC.jsonl`` under ``folder``."""
 
-    def __init__(self, folder: Path, fmt: str) -> None:
+    def __init__(self, folder: Path, fmt: str, rejects: Path | None = None) -> None:
         self.scores = folder / "scores"
-        self.rejects = folder / "rejects"
+        self.rejects = rejects or folder / "rejects"
         self.format = fmt
         self.scores.mkdir(parents=True, exist_ok=True)
-        self.rejects.mkdir(parents=True, exist_ok=True)
 
     def write(self, part: int, chunk: int, keys: Sequence[bytes | None], scored: ScoredBatch,
               letters: Sequence[DeadLetter]) -> None:
         name = f"part-{part:05d}-{chunk:06d}"
-        if letters:
-            write_atomically(self.rejects / f"{name}.jsonl", b"".join(reject_line(d) + b"\n" for d in letters))
+        write_rejects(self.rejects, part, chunk, letters)
         if not scored.outputs:
             return
         if self.format == "jsonl":
@@ -84,15 +91,32 @@ class FolderSink:
         """Every write is complete when it returns."""
 
 
-class DestinationSink:
-    """The configured destinations and the dead-letter topic, as in the stream: a chunk is stored
-    when every record of it was acknowledged."""
+class NoDeadLetters:
+    """The dead-letter sink when rejects go to a folder: nothing is ever sent to it."""
 
-    def __init__(self, outputs: Outputs) -> None:
+    def write_dead_letters(self, letters: Sequence[DeadLetter], on_delivery: DeliveryCallback) -> None:
+        raise RuntimeError("rejected rows go to the rejects folder")
+
+    def poll(self, timeout: float) -> None:
+        """Nothing to serve."""
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class DestinationSink:
+    """The configured destinations and the dead-letter topic (or a ``rejects`` folder), as in the
+    stream: a chunk is stored when every record of it was acknowledged."""
+
+    def __init__(self, outputs: Outputs, rejects: Path | None = None) -> None:
         self.outputs = outputs
+        self.rejects = rejects
 
     def write(self, part: int, chunk: int, keys: Sequence[bytes | None], scored: ScoredBatch,
               letters: Sequence[DeadLetter]) -> None:
+        if self.rejects is not None:
+            write_rejects(self.rejects, part, chunk, letters)
+            letters = []
         ticket = Ticket(len(scored.outputs) * len(self.outputs.destinations) + len(letters))
         self.outputs.write(keys, scored, letters, ticket.ack)
         until = time.monotonic() + FLUSH_TIMEOUT

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamscore.batch import inputs
-from streamscore.batch.outputs import ChunkSink, DestinationSink, FolderSink
+from streamscore.batch.outputs import ChunkSink, DestinationSink, FolderSink, NoDeadLetters
 from streamscore.batch.parts import Counts, Part, State
 from streamscore.batch.progress import Progress
 from streamscore.config import Settings
@@ -104,21 +104,26 @@ class BatchRun:
         from streamscore.service import assemble, build_runner
 
         b = self.batch
-        engine = None
+        rejects = None if b.rejects is None else Path(b.rejects)
+        engine, outputs = None, None
         if b.output is None:
             parts_ = assemble(self.settings, self.plugins)
-            runner, engine = parts_.runner, parts_.engine
-            sink: ChunkSink = DestinationSink(Outputs(parts_.destinations, engine.dead_letters))
+            # the broker is needed for a kafka destination, or for the dead letters without a rejects folder
+            if rejects is None or any(d.kind == "kafka" for d in self.settings.outputs):
+                engine = parts_.engine
+            letters = parts_.engine.dead_letters if rejects is None else NoDeadLetters()
+            runner, outputs = parts_.runner, Outputs(parts_.destinations, letters)
+            sink: ChunkSink = DestinationSink(outputs, rejects)
         else:
             runner = build_runner(self.settings, self.plugins)
-            sink = FolderSink(Path(b.output), b.format)
+            sink = FolderSink(Path(b.output), b.format, rejects)
         runner.load()
         try:
             if engine is not None:
                 engine.check(30.0)
                 engine.producer.start()
-                assert isinstance(sink, DestinationSink)
-                sink.outputs.start()
+            if outputs is not None:
+                outputs.start()
             return self._run(Scorer(ScoringSpec.from_settings(self.settings), runner), sink, stop)
         finally:
             sink.close()

@@ -56,6 +56,10 @@ class BatchSettings(Section):
     """Output folder: score part files under ``scores/``, rejected rows under ``rejects/`` (JSON Lines,
     each with its ``streamscore.reason``) and the run's progress under ``_streamscore/``. None: the
     configured ``destinations`` (a Kafka topic, a PostgreSQL table) and the dead-letter topic."""
+    rejects: str | None = None
+    """Folder for the rows that cannot be scored (JSON Lines, each with its ``reason``). Default:
+    ``<output>/rejects``, or with ``destinations`` the dead-letter topic. With ``destinations`` and no
+    ``kafka`` destination, a ``rejects`` folder means no Kafka broker is needed at all."""
     format: Literal["parquet", "jsonl"] = "parquet"
     """Format of the score part files: Parquet, or JSON Lines holding the stream's score records."""
     state: str | None = None

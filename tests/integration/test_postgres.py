@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from load.batch_data import events, write
 from load.faults.harness import InputStream
-from streamscore.batch.run import BatchRun
-from streamscore.config import load_settings
 from tests.support import OutputReader, ServiceProcess, Topics, wait_for
 from tests.support.postgres import PostgresServer
 
@@ -80,30 +76,6 @@ def test_kill9_restarts_leave_each_input_once_in_the_table(
     reader = output_reader(t)
     rows = wait_all_answered(reader, postgres.dsn, table, inputs.ids, proc)
     assert_exactly_once(rows, reader, inputs.ids)
-
-
-def test_batch_into_postgres_writes_each_row_once_when_redone(
-        postgres: PostgresServer, topics: Callable[..., Topics], write_config: Callable[..., Path],
-        output_reader: Callable[..., OutputReader], tmp_path: Path) -> None:
-    t = topics(1)
-    table = f"batch_{uuid.uuid4().hex[:8]}"
-    values = events(900, seed=9, malformed_rate=0.03)
-    write(tmp_path / "in.jsonl", values)
-    state = tmp_path / "state"
-    config = write_config(t, destinations=[{"kind": "postgresql", "options": {"dsn": postgres.dsn, "table": table}}],
-                          batch={"input": {"files": [str(tmp_path / "in.jsonl")]}, "state": str(state),
-                                 "chunk_rows": 100})
-    first = BatchRun(load_settings(config), progress=False).run(threading.Event())
-    for marker in sorted((state / "done").iterdir())[::2]:
-        marker.unlink()  # as if killed before these chunks were marked done: they are written again
-    second = BatchRun(load_settings(config), progress=False).run(threading.Event())
-    assert second.counts == first.counts
-    assert 0 < second.resumed.read < 900
-    with psycopg.connect(postgres.dsn) as conn:
-        rows = conn.execute(f"SELECT source_offset, record->>'transaction_id' FROM {table}").fetchall()
-    assert len(rows) == len({offset for offset, _ in rows}) == first.counts.scored
-    dead = output_reader(t).read_until(lambda records: len(records) >= first.counts.rejected, 60, "the dead letters")
-    assert {int(r.headers["streamscore.source.offset"]) for r in dead} | {o for o, _ in rows} == set(range(900))
 
 
 def test_a_lost_connection_is_retried_without_loss(
