@@ -2,7 +2,10 @@
 backlog, timed from ready until every event is consumed and committed (each committed offset's row
 is in the table by then), rows counted afterwards.
 
-    python -m load.postgres_stream --events 200000 [--max-rows 5000]
+    python -m load.postgres_stream --events 200000 [--max-rows 5000] [--destination kafka]
+
+``--destination kafka`` runs the same with the score topic instead, for a baseline taken under the
+same conditions.
 
 Starts the broker of ``STREAMSCORE_TEST_BROKER`` (default: the embedded one) and a PostgreSQL server
 (``load.postgres``) in a temporary folder, and removes both at the end.
@@ -27,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--max-rows", type=int, default=5000, help="options.max_rows: records per transaction")
+    parser.add_argument("--destination", choices=["postgresql", "kafka"], default="postgresql")
     args = parser.parse_args()
     bin_dir = binaries()
     if bin_dir is None:
@@ -37,9 +41,11 @@ def main() -> None:
         with make_broker(workdir / "broker") as broker:
             t = make_topics(broker.bootstrap_servers, 4, prefix="pgbench")
             InputStream(broker.bootstrap_servers, t.source, args.events).run()
+            destination = ({"kind": "postgresql", "options": {"dsn": server.dsn, "table": "bench_scores",
+                                                              "max_rows": args.max_rows}}
+                           if args.destination == "postgresql" else {"kind": "kafka"})
             config = write_config(workdir, broker.bootstrap_servers, t, batching={"max_batch_size": 2000},
-                                  destinations=[{"kind": "postgresql", "options": {
-                                      "dsn": server.dsn, "table": "bench_scores", "max_rows": args.max_rows}}])
+                                  destinations=[destination])
             proc = ServiceProcess(config, workdir / "service.log").start()
             try:
                 proc.wait_ready(120)
@@ -57,12 +63,14 @@ def main() -> None:
                 final = parse_metrics(proc.metrics())
             finally:
                 proc.kill()
-        with psycopg.connect(server.dsn) as conn:
-            rows = conn.execute("SELECT count(*) FROM bench_scores").fetchone()[0]  # type: ignore[index]
+        rows = final.get("streamscore_events_scored_total", 0)
+        if args.destination == "postgresql":
+            with psycopg.connect(server.dsn) as conn:
+                rows = conn.execute("SELECT count(*) FROM bench_scores").fetchone()[0]  # type: ignore[index]
         print(json.dumps({"events": args.events, "rows": rows, "seconds": round(seconds, 1),
                           "events_per_s": round(args.events / seconds), "rows_per_s": round(rows / seconds),
                           "scored": final.get("streamscore_events_scored_total"), "peak_rss_mb": round(peak),
-                          "max_rows": args.max_rows}, indent=2))
+                          "destination": args.destination, "max_rows": args.max_rows}, indent=2))
     finally:
         server.remove()
 
