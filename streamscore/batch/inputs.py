@@ -135,11 +135,19 @@ def _arrow_chunks(path: str, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
         yield number, _events_of(pa.Table.from_batches(held))
 
 
+TO_PYTHON_ROWS = 4096
+"""Rows turned into Python objects at a time: the dicts of a whole chunk are never held at once."""
+
+
 def _events_of(table: pa.Table) -> Callable[[], list[bytes]]:
     def build() -> list[bytes]:
         nest = any("." in name for name in table.column_names)
         dumps = orjson.dumps
-        return [dumps(_nested(row) if nest else row, default=str) for row in table.to_pylist()]
+        out: list[bytes] = []
+        for start in range(0, table.num_rows, TO_PYTHON_ROWS):
+            rows = table.slice(start, TO_PYTHON_ROWS).to_pylist()
+            out.extend(dumps(_nested(row) if nest else row, default=str) for row in rows)
+        return out
     return build
 
 
