@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) when it is
-# missing, the virtualenv with the test dependencies, the static checks (ruff; mypy, strict on the
-# package, plain on tests/, load/ and scripts/), then pytest. CI (.ci/run) runs exactly this.
+# The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) and PostgreSQL
+# (Debian's postgresql, for the postgresql destination tests) when they are missing, the virtualenv
+# with the test dependencies, the static checks (ruff; mypy, strict on the package, plain on tests/,
+# load/ and scripts/), then pytest. CI (.ci/run) runs exactly this.
 # Arguments go to pytest, e.g. ./scripts/test.sh tests/unit -q
 #
 # With no arguments (CI) pytest runs twice: everything on the embedded broker (Tansu), then the
@@ -11,10 +12,19 @@
 #   STREAMSCORE_TEST_BROKER=kafka ./scripts/test.sh tests/integration tests/faults
 set -euo pipefail
 cd "$(dirname "$0")/.."
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
 if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq stunnel4 >/dev/null
+    missing+=(stunnel4)
+fi
+# PostgreSQL for the postgresql destination's tests (tests/support/postgres.py finds Debian's binaries
+# under /usr/lib/postgresql/*/bin and, as root, runs the server as the postgres user)
+if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
 .venv/bin/ruff check .

@@ -1,4 +1,4 @@
-"""Command line: ``streamscore run|serve|validate|demo|broker``. Builds settings and calls in; no logic.
+"""Command line: ``streamscore run|serve|validate|batch|demo|broker``. Builds settings and calls in; no logic.
 
 Exit codes: 0 success; 1 a runtime failure (broker, delivery, unfinished drain); 2 a configuration
 error, reported on one line that names the key.
@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
     validate.add_argument("--skip-broker", action="store_true", help="check configuration and model only")
     validate.set_defaults(command=_validate)
+
+    batch = commands.add_parser("batch", help="score files or a Kafka topic range (the config's batch section)")
+    batch.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
+    batch.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
+                       help="a progress bar (default on a terminal) or a log line every 10 s")
+    batch.set_defaults(command=_batch)
 
     demo = commands.add_parser("demo", help="score synthetic card transactions with the demo fraud model")
     demo.add_argument("--bootstrap-servers", default=None, help="use this Kafka cluster instead of the embedded broker")
@@ -134,6 +140,21 @@ def _validate(args: argparse.Namespace) -> int:
     if not args.skip_broker:
         parts.engine.check(args.timeout)
         print(f"broker ok: {settings.kafka.bootstrap_servers}, output topics exist")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from streamscore.signals import stop_on_signals
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    from streamscore.batch.run import BatchRun
+    from streamscore.config import Settings
+
+    settings = _load(args.config, args.log_level)
+    assert isinstance(settings, Settings)
+    summary = BatchRun(settings, progress={"auto": None, "bar": True, "log": False}[args.progress]).run(stop)
+    print(f"batch {'stopped' if stop.is_set() else 'done'}: {summary.line()}")
     return 0
 
 

@@ -54,7 +54,8 @@ class Plugins:
 
     @classmethod
     def default(cls) -> Plugins:
-        """The built-in kinds: the ONNX runner, the confluent-kafka engine, Kafka topic destinations."""
+        """The built-in kinds: the ONNX runner, the confluent-kafka engine, Kafka topic and PostgreSQL
+        table destinations."""
         from streamscore.destinations.kafka import kafka_topic
         from streamscore.engines.kafka import KafkaEngine
         from streamscore.runners.onnx import OnnxRunner
@@ -63,4 +64,12 @@ class Plugins:
         plugins.runners.register("onnx", OnnxRunner)
         plugins.engines.register("confluent-kafka", KafkaEngine)
         plugins.destinations.register("kafka", kafka_topic)
+        plugins.destinations.register("postgresql", _postgresql)
         return plugins
+
+
+def _postgresql(destination: DestinationSettings, settings: Settings, engine: Engine) -> Destination:
+    """The ``postgresql`` kind, imported when a configuration names it (psycopg loads only then)."""
+    from streamscore.destinations.postgres import postgres_table
+
+    return postgres_table(destination, settings, engine)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from streamscore.config import ENV_PREFIX, Settings
+from streamscore.config.postgres import PostgresSettings
 from streamscore.metrics import Metrics
 
 CONFIG_DOC = Path("docs") / "configuration.md"
@@ -50,7 +51,9 @@ def config_reference() -> str:
         f"and values stay text (`{ENV_PREFIX}KAFKA__CLIENT__SASL_PASSWORD`). A relative `model.path` is",
         "relative to the config file. Unknown keys are errors.",
     ]
-    for path, model, doc in sections(Settings, ""):
+    plugin_options = sections(PostgresSettings, "destinations[].options",
+                              "The options of a `postgresql` destination (`kind: postgresql`).")
+    for path, model, doc in [*sections(Settings, ""), *plugin_options]:
         lines += ["", f"## `{path}`{_variant(model)}" if path else "## Top level", ""]
         if doc:
             lines += [doc, ""]

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from streamscore.config.batch import BatchSettings
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.model import ModelSettings
@@ -141,11 +142,13 @@ class MetricsSettings(Section):
 
 class DestinationSettings(Section):
     kind: str = "kafka"
-    """Destination kind, from the destination registry (``kafka``)."""
+    """Destination kind, from the destination registry (``kafka``, ``postgresql``)."""
     topic: str | None = None
     """``kafka``: the topic (default: ``kafka.destination_topic``)."""
     options: dict[str, Any] = {}
-    """Settings of a destination kind registered by a plugin."""
+    """Settings of a destination kind: ``postgresql`` takes ``dsn``, ``table``, ``max_rows``,
+    ``connect_timeout_s``, ``initial_backoff_s``, ``max_backoff_s`` and ``max_outage_s`` (README,
+    "PostgreSQL destination")."""
 
 
 class BreakerSettings(Section):
@@ -196,6 +199,9 @@ class Settings(Section):
     """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
     write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka
     transaction; readers with ``isolation.level=read_committed`` see each output once."""
+    batch: BatchSettings | None = None
+    """What ``streamscore batch`` scores (files, or a Kafka topic range) and where it writes; the
+    stream ignores it."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service (the command line's --log-level overrides it)."""
     log_format: Literal["text", "json"] = "text"

@@ -19,6 +19,7 @@ from load.brokers import make_broker
 from load.faults.harness import ServiceProcess, Topics, make_topics
 from load.faults.harness import write_config as write_scenario_config
 from load.kafka_io import OutputReader
+from tests.support.postgres import PostgresServer, binaries
 from tests.support.rest import RestProcess, start_rest
 
 
@@ -97,3 +98,14 @@ def rest_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield make
     for proc in started:
         proc.kill()
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (``tests/support/postgres.py``); each test uses its own table."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (./scripts/test.sh installs Debian's postgresql)")
+    server = PostgresServer(bin_dir)
+    try:
+        yield server.init().start()
+    finally:
+        server.remove()

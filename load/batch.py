@@ -1,0 +1,125 @@
+"""``streamscore batch`` throughput and memory: synthetic transactions in a file, scored to a folder
+or into a PostgreSQL table (a server started for the run).
+
+    python -m load.batch --rows 5000000 --format parquet                 # rows/s and peak RSS
+    python -m load.batch --rows 1000000 --format jsonl --to postgres      # the postgresql destination
+
+The input file is generated once per (rows, format) under ``--workdir`` and reused; a Parquet file
+repeats one block of 200,000 generated rows (the cost per row does not depend on repeats). The run is
+``streamscore batch`` as its own process, timed from start to exit (model load included); its peak
+RSS is the kernel's high-water mark of that process. Every output row is counted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from load.batch_data import events, write
+from load.postgres import PostgresServer, binaries
+
+GENERATE_CHUNK = 200_000
+
+
+def input_file(workdir: Path, rows: int, fmt: str) -> Path:
+    """``rows`` transactions (no malformed ones: tables cannot hold them) as ``fmt``, made once."""
+    path = workdir / f"transactions-{rows}.{fmt}"
+    if path.exists():
+        return path
+    if fmt == "parquet":  # one generated block written again and again, in row groups
+        import orjson
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        block = pa.Table.from_pylist([orjson.loads(v) for v in events(min(GENERATE_CHUNK, rows), seed=0)])
+        with pq.ParquetWriter(str(path) + ".tmp", block.schema) as writer:
+            for start in range(0, rows, GENERATE_CHUNK):
+                writer.write_table(block.slice(0, min(GENERATE_CHUNK, rows - start)))
+        os.replace(str(path) + ".tmp", path)
+        return path
+    parts = [write(workdir / f".part-{i}.{fmt}", events(min(GENERATE_CHUNK, rows - s), seed=s))
+             for i, s in enumerate(range(0, rows, GENERATE_CHUNK))]
+    with open(str(path) + ".tmp", "wb") as out:
+        for i, part in enumerate(parts):
+            data = part.read_bytes()
+            if fmt == "csv" and i:
+                data = data.split(b"\n", 1)[1]  # one header
+            out.write(data)
+            part.unlink()
+    os.replace(str(path) + ".tmp", path)
+    return path
+
+
+def config(workdir: Path, source: Path, to: str, dsn: str | None, chunk_rows: int) -> Path:
+    demo = Path(__file__).resolve().parents[1] / "streamscore" / "demo"
+    settings = yaml.safe_load((demo / "config.yaml").read_text())
+    settings["model"].update(path=str(demo / "fraud_model.onnx"), provider="cpu")
+    out = workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    settings["batch"] = {"input": {"files": [str(source)]}, "chunk_rows": chunk_rows}
+    if to == "postgres":
+        settings["batch"]["state"] = str(out / "_streamscore")
+        settings["batch"]["rejects"] = str(out / "rejects")  # no broker needed
+        settings["destinations"] = [{"kind": "postgresql", "options": {"dsn": dsn, "table": "bench_scores"}}]
+    else:
+        settings["batch"]["output"] = str(out)
+    path = workdir / "batch.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--format", choices=["parquet", "jsonl", "csv"], default="parquet")
+    parser.add_argument("--to", choices=["folder", "postgres"], default="folder")
+    parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/streamscore-batch-bench"))
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = input_file(args.workdir, args.rows, args.format)
+    print(f"input: {source} ({source.stat().st_size / 1e6:.0f} MB, made or found in "
+          f"{time.monotonic() - started:.0f}s)", flush=True)
+    server = None
+    if args.to == "postgres":
+        bin_dir = binaries()
+        if bin_dir is None:
+            raise SystemExit("PostgreSQL is not installed")
+        server = PostgresServer(bin_dir).init().start()
+    try:
+        path = config(args.workdir, source, args.to, server.dsn if server else None, args.chunk_rows)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "streamscore", "batch", "-c", str(path), "--progress", "log"],
+                              capture_output=True, text=True, check=False)
+        seconds = time.monotonic() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if done.returncode != 0:
+            raise SystemExit(f"streamscore batch failed:\n{done.stderr[-3000:]}")
+        rows_out = None
+        if server is not None:
+            with psycopg.connect(server.dsn) as conn:
+                rows_out = conn.execute("SELECT count(*) FROM bench_scores").fetchone()[0]  # type: ignore[index]
+        result = {"rows": args.rows, "format": args.format, "to": args.to, "seconds": round(seconds, 1),
+                  "rows_per_s": round(args.rows / seconds), "peak_rss_mb": round(peak_mb),
+                  "summary": done.stdout.strip(), "table_rows": rows_out, "cpus": os.cpu_count(),
+                  "python": platform.python_version()}
+        print(json.dumps(result, indent=2))
+    finally:
+        if server is not None:
+            server.remove()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Pure parts of ``streamscore batch`` and the postgresql destination: the run's state, rows of
+files as events, rejects, staging rows, option errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from streamscore.batch.inputs import _events_of, chunks, format_of
+from streamscore.batch.outputs import reject_line
+from streamscore.batch.parts import Counts, Part, State
+from streamscore.config import DestinationSettings, Settings
+from streamscore.core.records import DeadLetter
+from streamscore.destinations.postgres import postgres_table, row_of
+from streamscore.errors import ConfigError
+
+
+def test_the_plan_is_kept_and_done_chunks_are_remembered(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    made = [Part("a.jsonl", 0, "jsonl", rows=3)]
+    assert state.load_or_save({"input": 1}, lambda: made) == made
+    state.mark_done(0, 2, Counts(10, 8, 2))
+    again = State(tmp_path)
+    assert again.load_or_save({"input": 1}, lambda: pytest.fail("a saved plan is not made again")) == made
+    assert again.done() == {(0, 2): Counts(10, 8, 2)}
+    assert not list(tmp_path.rglob(".*.tmp")), "no temporary file left"
+    with pytest.raises(ConfigError, match="another run"):
+        again.load_or_save({"input": 2}, lambda: made)
+
+
+def test_dotted_columns_become_nested_objects() -> None:
+    table = pa.table({"card.present": [True], "card.id": ["c1"], "amount": [1.5]})
+    assert [orjson.loads(v) for v in _events_of(table)()] == [{"card": {"present": True, "id": "c1"}, "amount": 1.5}]
+
+
+def test_jsonl_chunks_have_exact_sizes_and_keep_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a":1}\r\nnot json\n\n{"a":2}\n{"a":3}')
+    got = [(n, build()) for n, build in chunks(str(path), "jsonl", 2)]
+    assert got == [(0, [b'{"a":1}', b"not json"]), (1, [b"", b'{"a":2}']), (2, [b'{"a":3}'])]
+
+
+def test_arrow_chunks_cut_at_chunk_rows(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"a": list(range(7))}), path, row_group_size=3)
+    got = [[orjson.loads(v)["a"] for v in build()] for _, build in chunks(str(path), "parquet", 4)]
+    assert got == [[0, 1, 2, 3], [4, 5, 6]]
+
+
+def test_the_format_goes_by_the_extension_unless_given() -> None:
+    assert format_of("/d/x.ndjson", "auto") == "jsonl"
+    assert format_of("/d/x.csv.gz", "auto") == "csv"
+    assert format_of("/d/x.data", "parquet") == "parquet"
+    with pytest.raises(ConfigError, match=r"batch\.input\.format"):
+        format_of("/d/x.data", "auto")
+
+
+def test_a_reject_carries_the_streams_reason_and_source() -> None:
+    letter = DeadLetter(None, b"x" * 10, [("streamscore.reason", b"oversize"), ("streamscore.detail", b"too big"),
+                                          ("streamscore.source.topic", b"f.jsonl"),
+                                          ("streamscore.source.partition", b"0"),
+                                          ("streamscore.source.offset", b"7"), ("streamscore.time", b"5"),
+                                          ("streamscore.value.truncated.from", b"2000000")])
+    assert orjson.loads(reject_line(letter)) == {
+        "reason": "oversize", "detail": "too big", "source": {"topic": "f.jsonl", "partition": 0, "offset": 7},
+        "rejected_at_ms": 5, "value": "xxxxxxxxxx", "value_truncated_from": 2000000}
+
+
+def test_a_score_record_becomes_a_staging_row() -> None:
+    record = {"transaction_id": "t1", "score": 0.25, "decision": "approve", "model": "m", "model_version": "v1",
+              "source": {"topic": "in", "partition": 3, "offset": 9}, "event_time_ms": 1000, "scored_at_ms": 2000}
+    output = orjson.dumps(record)
+    assert row_of(b"k", output) == ("in", 3, 9, b"k", 0.25, "approve", "m", "v1", None, 1000, 2000, output.decode())
+
+
+def settings_with(options: dict[str, object]) -> tuple[DestinationSettings, Settings]:
+    destination = DestinationSettings(kind="postgresql", options=options)
+    settings = Settings.model_validate({
+        "kafka": {"source_topics": ["in"], "destination_topic": "out", "dead_letter_topic": "dlq"},
+        "model": {"path": "m.onnx"}, "features": [{"name": "amount"}],
+        "destinations": [{"kind": "kafka"}, destination.model_dump()]})
+    return settings.outputs[1], settings
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({}, "destinations[1].options.dsn: required key is missing"),
+    ({"dsn": "postgresql://h/db", "tabel": "x"}, "destinations[1].options.tabel: unknown key (expected one of: dsn"),
+    ({"dsn": "postgresql://h/db", "table": "x; drop"}, "destinations[1].options.table: expected a table name"),
+])
+def test_bad_options_are_one_line_naming_the_key(options: dict[str, object], error: str) -> None:
+    destination, settings = settings_with(options)
+    with pytest.raises(ConfigError) as caught:
+        postgres_table(destination, settings, None)
+    assert str(caught.value).startswith(error)
+    assert "\n" not in str(caught.value)
+
+
+def test_valid_options_build_an_unconnected_destination() -> None:
+    destination, settings = settings_with({"dsn": "postgresql://h/db", "table": "s.scores"})
+    table = postgres_table(destination, settings, None)
+    assert table.name == "postgresql:s.scores"
+    assert not table.transactional
