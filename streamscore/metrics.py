@@ -11,14 +11,16 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from streamscore.core.records import ScoredBatch
+from streamscore.monitoring.drift import DriftMonitor
 
 LATENCY_BUCKETS = (
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
@@ -70,6 +72,61 @@ class BatchHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], buckets, total)
         yield family
+
+
+class DriftCollector(Collector):
+    """The drift and data quality gauges, computed from the monitor's window at each scrape (the
+    pipeline only counts bins per batch). Without a monitor (no profile) the families are empty."""
+
+    LABELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "streamscore_feature_psi": ("feature",),
+        "streamscore_feature_default_rate": ("feature",),
+        "streamscore_feature_default_rate_reference": ("feature",),
+        "streamscore_feature_unknown_rate": ("feature",),
+        "streamscore_feature_unknown_rate_reference": ("feature",),
+        "streamscore_drift_threshold": ("check",),
+    }
+
+    def __init__(self) -> None:
+        self.monitor: DriftMonitor | None = None
+        self.thresholds: dict[str, float] = {}
+        """``psi``: the PSI above which a feature or the score has drifted; ``default_rate`` and
+        ``unknown_rate``: the rise over the reference rate that is a data quality problem."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.monitor.snapshot() if self.monitor is not None else None
+        families = {name: GaugeMetricFamily(name, doc, labels=list(self.LABELS.get(name, ())))
+                    for name, doc in _DRIFT_HELP.items()}
+        if snap is not None:
+            for f in snap.features:
+                families["streamscore_feature_psi"].add_metric([f.name], f.psi)
+                for kind, live, ref in (("default", f.default_rate, f.reference_default_rate),
+                                        ("unknown", f.unknown_rate, f.reference_unknown_rate)):
+                    if live is not None and ref is not None:
+                        families[f"streamscore_feature_{kind}_rate"].add_metric([f.name], live)
+                        families[f"streamscore_feature_{kind}_rate_reference"].add_metric([f.name], ref)
+            families["streamscore_score_psi"].add_metric([], snap.score_psi)
+            families["streamscore_drift_window_events"].add_metric([], snap.events)
+            for check, value in self.thresholds.items():
+                families["streamscore_drift_threshold"].add_metric([check], value)
+        yield from families.values()
+
+
+_DRIFT_HELP = {
+    "streamscore_feature_psi": "Population stability index of a feature over the sliding window against the "
+                               "model's reference profile (NaN until the window holds monitoring.min_events).",
+    "streamscore_score_psi": "Population stability index of the score over the sliding window against the "
+                             "reference profile.",
+    "streamscore_feature_default_rate": "Share of the window's scored events where an optional feature holds "
+                                        "its default (absent, or sent as it).",
+    "streamscore_feature_default_rate_reference": "The same share in the reference profile.",
+    "streamscore_feature_unknown_rate": "Share of the window's scored events whose category feature is not one "
+                                        "of its categories (or missing).",
+    "streamscore_feature_unknown_rate_reference": "The same share in the reference profile.",
+    "streamscore_drift_window_events": "Scored events in the drift window.",
+    "streamscore_drift_threshold": "The configured drift and data quality thresholds (monitoring.*), by check: "
+                                   "psi, default_rate and unknown_rate (rises over the reference).",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +207,16 @@ class Metrics:
                                   "stage counts only its gated rows).", ["stage"], registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
+        self.drift = DriftCollector()
+        r.register(self.drift)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start
         # time; prefixed so they cannot clash with another exporter's process_* on the same target.
         ProcessCollector(namespace="streamscore", registry=r)
+
+    def watch_drift(self, monitor: DriftMonitor, psi: float, default_rate: float, unknown_rate: float) -> None:
+        """Export the drift monitor's window and the thresholds the alert rules compare it with."""
+        self.drift.monitor = monitor
+        self.drift.thresholds = {"psi": psi, "default_rate": default_rate, "unknown_rate": unknown_rate}
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition this instance no longer owns."""
@@ -185,5 +249,6 @@ class Metrics:
     def describe(self) -> list[MetricDescription]:
         """Every metric family this registry exports, in registration order, with its label names."""
         labels = {m._name: tuple(m._labelnames) for m in vars(self).values() if isinstance(m, MetricWrapperBase)}
+        labels.update(self.drift.LABELS)
         return [MetricDescription(f.name, f.type, labels.get(f.name, ()), f.documentation)
                 for f in self.registry.collect()]

@@ -19,6 +19,8 @@ from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Engine
 from streamscore.metrics import Metrics
+from streamscore.monitoring.drift import DriftMonitor
+from streamscore.monitoring.profile import monitor_from_profile, profile_path, read_profile
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
@@ -44,6 +46,7 @@ class Parts:
     runner: ModelRunner
     engine: Engine
     destinations: list[Destination]
+    drift: DriftMonitor | None = None
 
 
 def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> Parts:
@@ -53,7 +56,7 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
     check_delivery(settings.delivery, engine.transactions, destinations)
-    return Parts(runner, engine, destinations)
+    return Parts(runner, engine, destinations, build_drift_monitor(settings))
 
 
 def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
@@ -70,6 +73,21 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
     count = None if metrics is None else metrics.count_stage
     columns = {name: settings.feature_columns(m.features) for name, m in settings.models.items()}
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
+
+
+def build_drift_monitor(settings: Settings) -> DriftMonitor | None:
+    """The drift monitor of the model's reference profile: ``monitoring.profile``, or the single
+    model's ``NAME.profile.json`` when there is one; None when drift is off or no profile exists."""
+    m = settings.monitoring
+    path = m.profile
+    if path is None and settings.model is not None and profile_path(settings.model.path).exists():
+        path = profile_path(settings.model.path)
+    if not m.drift or path is None:
+        return None
+    monitor = monitor_from_profile(read_profile(path), settings.features, window_events=m.window_events,
+                                   slots=m.slots, min_events=m.min_events)
+    log.info("drift monitoring against %s (window %d events)", path, m.window_events)
+    return monitor
 
 
 class Service:
@@ -103,8 +121,12 @@ class Service:
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
         scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        drift, m = self.parts.drift, s.monitoring
+        if drift is not None:
+            self.metrics.watch_drift(drift, m.psi_threshold, m.default_rate_increase, m.unknown_rate_increase)
         self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
-                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
+                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
+                                 drift=drift)
         return self.pipeline
 
     def run(self, stop: threading.Event | None = None) -> int:

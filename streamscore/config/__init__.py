@@ -13,6 +13,7 @@ from streamscore.config.settings import (
     DestinationSettings,
     FeatureSettings,
     MetricsSettings,
+    MonitoringSettings,
     OutputSettings,
     Settings,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "ModelSettings",
+    "MonitoringSettings",
     "OutputSettings",
     "Provider",
     "Settings",

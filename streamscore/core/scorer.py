@@ -135,6 +135,7 @@ class Scorer:
             keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
             scores = scores[finite]
             stages = stages[finite]
+            matrix = matrix[finite]
         decisions = self.policy.indices(scores)
         position = {row: i for i, row in enumerate(rows)}
         copied = [(name, gather(valid_events, name, paths)) for name in self.copy_fields]
@@ -142,7 +143,7 @@ class Scorer:
                                 self.policy.labels, (self.runner.name, self.runner.version), int(time.time() * 1000),
                                 self._graph(stages))
         rejections.sort(key=lambda r: r.index)
-        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference, matrix)
 
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
