@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamscore import __version__
-from streamscore.commands import profile
+from streamscore.commands import optimize, profile
 from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.logs import configure_logging
 
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=9092)
     broker.set_defaults(command=_broker)
     profile.register(commands)
+    optimize.register(commands)
     return parser
 
 
