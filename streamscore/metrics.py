@@ -9,9 +9,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -54,6 +55,11 @@ class BatchHistogram(Collector):
     def count(self) -> int:
         return int(self._counts.sum())
 
+    def counts(self) -> list[int]:
+        """Observations per bucket (not cumulative; the last one is above every bound)."""
+        with self._lock:
+            return [int(c) for c in self._counts]
+
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding quantile ``q`` (NaN when empty)."""
         with self._lock:
@@ -72,6 +78,15 @@ class BatchHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], buckets, total)
         yield family
+
+
+def _samples(metric: MetricWrapperBase, suffix: str = "") -> list[Any]:
+    return [s for family in metric.collect() for s in family.samples if s.name == family.name + suffix]
+
+
+def _total(metric: MetricWrapperBase) -> float:
+    """An unlabelled counter's or gauge's value."""
+    return float(sum(s.value for s in _samples(metric, "_total") or _samples(metric)))
 
 
 class DriftCollector(Collector):
@@ -217,6 +232,24 @@ class Metrics:
         """Export the drift monitor's window and the thresholds the alert rules compare it with."""
         self.drift.monitor = monitor
         self.drift.thresholds = {"psi": psi, "default_rate": default_rate, "unknown_rate": unknown_rate}
+
+    def status(self) -> dict[str, Any]:
+        """What the status page shows, from this registry: totals (the page turns them into rates),
+        latency percentiles, the models, the decision mix, dead letters by reason and the drift window."""
+        drift = self.drift.monitor.snapshot() if self.drift.monitor is not None else None
+        return {
+            "time": time.time(),
+            "models": [dict(s.labels) for s in _samples(self.model_info)],
+            "consumed": _total(self.consumed), "scored": _total(self.scored),
+            "dead_lettered": {s.labels["reason"]: s.value for s in _samples(self.dead_lettered, "_total")},
+            "decisions": {s.labels["decision"]: s.value for s in _samples(self.decisions, "_total")},
+            "latency_seconds": {f"p{round(q * 100)}": self.end_to_end.quantile(q) for q in (0.5, 0.9, 0.99)},
+            "latency_buckets": {"bounds": self.end_to_end.bounds.tolist(), "counts": self.end_to_end.counts()},
+            "in_flight": _total(self.in_flight), "uncommitted": _total(self.uncommitted),
+            "drift": None if drift is None else {
+                "events": drift.events, "score_psi": drift.score_psi, "thresholds": self.drift.thresholds,
+                "features": [asdict(f) for f in drift.features]},
+        }
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition this instance no longer owns."""

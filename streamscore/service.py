@@ -114,7 +114,8 @@ class Service:
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
         outputs.start()
         if s.metrics.enabled:
-            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
+            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health,
+                                   self.metrics.status)
             self.http.start()
         b = s.batching
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
