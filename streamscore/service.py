@@ -18,6 +18,7 @@ from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Engine
+from streamscore.errors import ConfigError
 from streamscore.metrics import Metrics
 from streamscore.monitoring.drift import DriftMonitor
 from streamscore.monitoring.profile import monitor_from_profile, profile_path, read_profile
@@ -79,13 +80,19 @@ def build_drift_monitor(settings: Settings) -> DriftMonitor | None:
     """The drift monitor of the model's reference profile: ``monitoring.profile``, or the single
     model's ``NAME.profile.json`` when there is one; None when drift is off or no profile exists."""
     m = settings.monitoring
-    path = m.profile
+    path, found = m.profile, False
     if path is None and settings.model is not None and profile_path(settings.model.path).exists():
-        path = profile_path(settings.model.path)
+        path, found = profile_path(settings.model.path), True
     if not m.drift or path is None:
         return None
-    monitor = monitor_from_profile(read_profile(path), settings.features, window_events=m.window_events,
-                                   slots=m.slots, min_events=m.min_events)
+    try:
+        monitor = monitor_from_profile(read_profile(path), settings.features, window_events=m.window_events,
+                                       slots=m.slots, min_events=m.min_events)
+    except ConfigError as exc:
+        if not found:  # named in the configuration: refused like any other setting
+            raise
+        log.warning("no drift monitoring: the profile found next to the model does not fit (%s)", exc)
+        return None
     log.info("drift monitoring against %s (window %d events)", path, m.window_events)
     return monitor
 

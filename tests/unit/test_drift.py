@@ -4,15 +4,21 @@ and a profile round trip that tells a shifted stream from an unshifted one."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
-from streamscore.config import FeatureSettings
+from streamscore.config import FeatureSettings, MonitoringSettings, Settings
 from streamscore.errors import ConfigError
 from streamscore.monitoring.bins import Bins, quantile_edges
 from streamscore.monitoring.drift import DriftMonitor, Watched, psi
 from streamscore.monitoring.profile import build_profile, monitor_from_profile
+from streamscore.service import build_drift_monitor
+
+DEMO = Path(__file__).resolve().parents[2] / "streamscore" / "demo"
 
 
 def test_psi_matches_a_hand_computation() -> None:
@@ -115,3 +121,31 @@ def test_a_profile_of_other_features_is_refused() -> None:
              SPECS[2]]
     with pytest.raises(ConfigError, match="feature 'kind' differs"):
         monitor_from_profile(profile, other, window_events=10, slots=1, min_events=1)
+
+
+def _demo_settings(tmp_path: Path, **monitoring: Any) -> Settings:
+    """The demo configuration, its model copied into ``tmp_path`` (with its profile)."""
+    import shutil
+
+    for name in ("fraud_model.onnx", "fraud_model.profile.json"):
+        shutil.copy(DEMO / name, tmp_path / name)
+    config = yaml.safe_load((DEMO / "config.yaml").read_text())
+    config["model"]["path"] = str(tmp_path / "fraud_model.onnx")
+    config["monitoring"] = monitoring
+    return Settings.model_validate(config)
+
+
+def test_the_profile_next_to_the_model_is_found(tmp_path: Path) -> None:
+    monitor = build_drift_monitor(_demo_settings(tmp_path))
+    assert monitor is not None and [w.name for w in monitor.features][:2] == ["amount", "merchant_category"]
+    assert build_drift_monitor(_demo_settings(tmp_path, drift=False)) is None
+
+
+def test_a_named_profile_that_does_not_fit_is_refused_a_found_one_skipped(tmp_path: Path) -> None:
+    settings = _demo_settings(tmp_path)
+    renamed = settings.features[1].model_copy(update={"categories": ["groceries", "dining"]})
+    other = settings.model_copy(update={"features": [settings.features[0], renamed, *settings.features[2:]]})
+    assert build_drift_monitor(other) is None  # found next to the model: a warning, no drift
+    named = other.model_copy(update={"monitoring": MonitoringSettings(profile=tmp_path / "fraud_model.profile.json")})
+    with pytest.raises(ConfigError, match=r"monitoring\.profile: feature .merchant_category. differs"):
+        build_drift_monitor(named)
