@@ -1,14 +1,12 @@
 """Instructions per event of the scoring core, counted by valgrind's callgrind: a cost figure that
 does not move with the machine's load, unlike seconds.
 
-    python -m load.instructions [--events 5000] [--batch 1000] [--drift]
+    python -m load.instructions [--events 5000] [--batch 1000]
 
 Two runs under ``valgrind --tool=callgrind`` generate the same 2N demo events and score N and 2N
 of them (``Scorer.score``, demo model on the CPU, one onnxruntime thread so no spinning pool
 blurs the count, and a fixed hash seed, one source of the 0.7% by which two runs of the same core
 from two checkouts differed); their difference over N is the cost of one event, start-up cancelled out.
-``--drift`` also feeds each scored batch to the drift monitor of the demo model's profile, as the
-pipeline does; the difference of the two figures is the monitor's cost per event.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ RUNS = (1, 2)
 """Multiples of --events scored by the two runs."""
 
 
-def child(events: int, score: int, batch: int, drift: bool = False) -> None:
+def child(events: int, score: int, batch: int) -> None:
     """Score ``score`` of ``events`` generated events (run under valgrind by the parent)."""
     from importlib.resources import files
 
@@ -41,25 +39,16 @@ def child(events: int, score: int, batch: int, drift: bool = False) -> None:
     runner = OnnxRunner(model, settings.feature_width)
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
-    monitor = None
-    if drift:
-        from streamscore.service import build_drift_monitor
-
-        monitor = build_drift_monitor(settings)
-        assert monitor is not None, "the demo model has a profile"
     values = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
     messages = [_Message(v, i) for i, v in enumerate(values)]
     for start in range(0, score, batch):
-        result = scorer.score(messages[start:start + batch])
-        if monitor is not None and result.features is not None:
-            monitor.observe(result.features, result.scores)
+        scorer.score(messages[start:start + batch])
 
 
-def instructions(events: int, score: int, batch: int, workdir: Path, drift: bool = False) -> int:
+def instructions(events: int, score: int, batch: int, workdir: Path) -> int:
     out = workdir / f"callgrind.{score}.out"
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch),
-                    *(["--drift"] if drift else [])],
+                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch)],
                    check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
     if match is None:
@@ -71,19 +60,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--batch", type=int, default=1_000)
-    parser.add_argument("--drift", action="store_true", help="feed the drift monitor too, as the pipeline does")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     generated = args.events * max(RUNS)
     if args.child is not None:
-        child(generated, args.child, args.batch, args.drift)
+        child(generated, args.child, args.batch)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        counts: dict[int, Any] = {n: instructions(generated, n * args.events, args.batch, Path(tmp), args.drift)
-                                  for n in RUNS}
+        counts: dict[int, Any] = {n: instructions(generated, n * args.events, args.batch, Path(tmp)) for n in RUNS}
     per_event = (counts[2] - counts[1]) / args.events
-    what = "scoring core + drift monitor" if args.drift else "scoring core"
-    print(f"{what}: {per_event:,.0f} instructions per event "
+    print(f"scoring core: {per_event:,.0f} instructions per event "
           f"(callgrind; {args.events:,} events in batches of {args.batch:,}; demo model, 1 onnxruntime thread)")
 
 
