@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from streamscore.commands.optimize import auc
 from streamscore.demo.transactions import TransactionGenerator
-from tests.cli.test_validate import REPO, one_error_line, run_cli
+from tests.cli.test_validate import REPO
 
 DEMO = REPO / "streamscore" / "demo"
 
@@ -31,11 +32,12 @@ def sample(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_demo_model_gets_three_variants_with_reports(tmp_path: Path, sample: Path) -> None:
+def test_the_demo_model_gets_three_variants_with_reports(tmp_path: Path, sample: Path,
+                                                        cli: Callable[..., int],
+        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    result = run_cli("optimize", str(DEMO / "fraud_model.onnx"), "-c", str(DEMO / "config.yaml"), "--data",
-                     str(sample), "--label", "is_fraud", "--seconds", "0.02", "--out-dir", str(out))
-    assert result.returncode == 0, result.stderr
+    assert cli("--log-level", "WARNING", "optimize", str(DEMO / "fraud_model.onnx"), "-c", str(DEMO / "config.yaml"),
+                 "--data", str(sample), "--label", "is_fraud", "--seconds", "0.01", "--out-dir", str(out)) == 0
     report = json.loads((out / "fraud_model.optimize.json").read_text())
     assert report["rows"] == 600 and report["labels"]
     by_name = {r["variant"]: r for r in report["models"]}
@@ -45,13 +47,13 @@ def test_the_demo_model_gets_three_variants_with_reports(tmp_path: Path, sample:
         assert by_name[name]["decision_agreement"] >= 0.999
         assert set(by_name[name]["rows_per_s"]) == {"1", "64", "1024"}
     assert by_name["original"]["auc"] > 0.7
-    assert "| int8 |" in result.stdout
+    assert "| int8 |" in capsys.readouterr().out
 
     config = yaml.safe_load((DEMO / "config.yaml").read_text())
     config["model"]["path"] = str(out / "fraud_model.int8.onnx")
     (tmp_path / "int8.yaml").write_text(yaml.safe_dump(config))
-    validated = run_cli("validate", "-c", str(tmp_path / "int8.yaml"), "--skip-broker")
-    assert validated.returncode == 0, validated.stderr
+    assert cli("--log-level", "WARNING", "validate", "-c", str(tmp_path / "int8.yaml"), "--skip-broker") == 0
+    assert "model ok: fraud-demo" in capsys.readouterr().out
 
 
 def _mlp(path: Path, width: int) -> None:
@@ -71,14 +73,16 @@ def _mlp(path: Path, width: int) -> None:
     onnx.save(model, path)
 
 
-def test_a_variant_below_the_agreement_is_refused(tmp_path: Path, sample: Path) -> None:
+def test_a_variant_below_the_agreement_is_refused(tmp_path: Path, sample: Path,
+                                                 cli: Callable[..., int],
+        capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "mlp.onnx"
     _mlp(model, 15)
     shutil.copy(DEMO / "config.yaml", tmp_path / "config.yaml")
-    result = run_cli("optimize", str(model), "-c", str(tmp_path / "config.yaml"), "--data", str(sample),
-                     "--variants", "int8", "--min-agreement", "1.0", "--seconds", "0.01")
-    assert result.returncode == 1
-    assert "--min-agreement: int8 (" in one_error_line(result)
+    assert cli("--log-level", "ERROR", "optimize", str(model), "-c", str(tmp_path / "config.yaml"), "--data",
+                 str(sample), "--variants", "int8", "--min-agreement", "1.0", "--seconds", "0.01") == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("streamscore: error: --min-agreement: int8 ("), errors
     assert not (tmp_path / "mlp.int8.onnx").exists()
     report = json.loads((tmp_path / "mlp.optimize.json").read_text())
     assert report["models"][1]["refused"] and report["models"][1]["decision_agreement"] < 1.0

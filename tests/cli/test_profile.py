@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from streamscore.demo.transactions import TransactionGenerator
-from tests.cli.test_validate import REPO, one_error_line, run_cli
+from tests.cli.test_validate import REPO
 
 DEMO = REPO / "streamscore" / "demo"
 
@@ -37,7 +39,8 @@ def _setup(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     return config, TransactionGenerator(seed=3).events(400)
 
 
-def test_jsonl_csv_and_parquet_give_one_profile(tmp_path: Path) -> None:
+def test_jsonl_csv_and_parquet_give_one_profile(tmp_path: Path, cli: Callable[..., int],
+        capsys: pytest.CaptureFixture[str]) -> None:
     config, events = _setup(tmp_path)
     (tmp_path / "ref.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in events))
     rows = [_flat(e) for e in events]
@@ -50,10 +53,9 @@ def test_jsonl_csv_and_parquet_give_one_profile(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ref.parquet")
 
     profiles = []
-    for name in ("ref.jsonl", "ref.csv", "ref.parquet"):
-        result = run_cli("profile", "-c", str(config), "--data", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
-        assert "profile ok" in result.stdout
+    for name in ("ref.jsonl", "ref.csv", "ref.parquet"):  # in-process: one start-up for the three
+        assert cli("--log-level", "WARNING", "profile", "-c", str(config), "--data", str(tmp_path / name)) == 0
+        assert "profile ok" in capsys.readouterr().out
         profile = json.loads((tmp_path / "fraud_model.profile.json").read_text())
         profiles.append({k: v for k, v in profile.items() if k != "source"})
     assert profiles[0]["rows"] == 400
@@ -63,9 +65,10 @@ def test_jsonl_csv_and_parquet_give_one_profile(tmp_path: Path) -> None:
     assert sum(profiles[0]["score"]["counts"]) == 400
 
 
-def test_no_scorable_row_is_one_error_line(tmp_path: Path) -> None:
+def test_no_scorable_row_is_one_error_line(tmp_path: Path, cli: Callable[..., int],
+        capsys: pytest.CaptureFixture[str]) -> None:
     config, _ = _setup(tmp_path)
     (tmp_path / "bad.jsonl").write_text('{"amount": "lots"}\n')
-    result = run_cli("profile", "-c", str(config), "--data", str(tmp_path / "bad.jsonl"))
-    assert result.returncode == 2
-    assert "--data: none of the 1 rows can be scored" in one_error_line(result)
+    assert cli("--log-level", "ERROR", "profile", "-c", str(config), "--data", str(tmp_path / "bad.jsonl")) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "--data: none of the 1 rows can be scored" in errors[0], errors

@@ -80,3 +80,19 @@ def output_reader(bootstrap: str) -> Iterator[Callable[..., OutputReader]]:
     yield make
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., int]]:
+    """``streamscore`` in this process (no interpreter start-up per call); the root logger's level and
+    handlers, which the CLI configures, are put back at teardown."""
+    import logging
+
+    from streamscore.cli import main
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield lambda *args: main(list(args))
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
