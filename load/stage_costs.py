@@ -24,6 +24,7 @@ from streamscore.core.render import score_records
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.runners.onnx import OnnxRunner
+from streamscore.service import build_drift_monitor
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:
@@ -54,6 +55,8 @@ def main() -> None:
     extracted = [scorer.extractor.extract(d) for d in decoded]
     matrices = [x.matrix[x.valid] for x in extracted]
     scores = [runner.predict(m) for m in matrices]
+    monitor = build_drift_monitor(settings)
+    assert monitor is not None, "the demo model has a profile (streamscore/demo/fraud_model.profile.json)"
 
     def render() -> None:
         for b, d, s in zip(batches, decoded, scores, strict=True):
@@ -63,6 +66,10 @@ def main() -> None:
             score_records(b, rows, rows, copied, s, scorer.policy.indices(s), scorer.policy.labels,
                           (runner.name, runner.version), 0)
 
+    def observe() -> None:
+        for m, s in zip(matrices, scores, strict=True):
+            monitor.observe(m, s)
+
     stages: dict[str, Callable[[], object]] = {
         "take values from messages": lambda: [[m.value() for m in b] for b in batches],
         "decode JSON": lambda: [decode(r, settings.batching.max_message_bytes) for r in raw],
@@ -70,6 +77,7 @@ def main() -> None:
         "model (onnxruntime)": lambda: [runner.predict(m) for m in matrices],
         "decisions": lambda: [scorer.policy.indices(s) for s in scores],
         "render output records": render,
+        "drift monitor (observe)": observe,
         "whole Scorer.score": lambda: [scorer.score(b) for b in batches],
     }
     costs = {name: best_of(args.repeat, run) / args.events * 1e6 for name, run in stages.items()}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: stunnel (Debian package, for the TLS tests) and PostgreSQL
-# (Debian's postgresql, for the postgresql destination tests) when they are missing, the virtualenv
-# with the test dependencies, the static checks (ruff; mypy, strict on the package, plain on tests/,
-# load/ and scripts/), then pytest. CI (.ci/run) runs exactly this.
+# The whole test suite on a fresh machine: the Debian packages the tests need when they are missing
+# (stunnel4 for the TLS tests, postgresql for the postgresql destination, chromium for the status
+# page), the virtualenv with the test dependencies, the static checks (ruff; mypy, strict on the
+# package, plain on tests/, load/ and scripts/), then pytest. CI (.ci/run) runs exactly this.
 # Arguments go to pytest, e.g. ./scripts/test.sh tests/unit -q
 #
 # With no arguments (CI) pytest runs twice: everything on the embedded broker (Tansu), then the
@@ -22,6 +22,9 @@ fi
 # under /usr/lib/postgresql/*/bin and, as root, runs the server as the postgres user)
 if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     missing+=(postgresql)
+fi
+if [ ! -x /usr/bin/chromium ]; then  # the status page test drives Debian's chromium headless (Playwright)
+    missing+=(chromium chromium-driver)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

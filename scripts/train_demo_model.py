@@ -1,6 +1,7 @@
 """Train the demo fraud model on synthetic transactions and write it as ONNX, with its model card.
 
     python scripts/train_demo_model.py            # writes streamscore/demo/fraud_model.onnx + MODEL_CARD.md
+    python scripts/train_demo_model.py --profile-only   # only fraud_model.profile.json, for the model there
 
 The feature matrix is built by the service's own ``FeatureExtractor`` from the demo config, so
 training and serving see the same columns; an independent encoder in this script checks it.
@@ -55,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events generated (default 200000)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
     parser.add_argument("--out-dir", type=Path, default=DEMO, help="where the model and card go")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="write only the reference profile of the model already in --out-dir")
     args = parser.parse_args(argv)
+    if args.profile_only:
+        events, _ = TransactionGenerator(seed=args.seed).labelled(args.events)
+        write_reference_profile(events, args)
+        return 0
 
     settings = load_settings(CONFIG, env={})
     specs = settings.features
@@ -105,7 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     (args.out_dir / "MODEL_CARD.md").write_text(card)
     print(f"wrote {args.out_dir / 'MODEL_CARD.md'}")
+    write_reference_profile(events, args)
     return 0
+
+
+def write_reference_profile(events: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The model's reference profile (what ``streamscore profile`` writes) from the generated events,
+    next to the model: drift monitoring compares the live stream with it."""
+    from streamscore.commands.profile import profile_events
+    from streamscore.monitoring.profile import profile_path, write_profile
+
+    settings = load_settings(CONFIG, env={})
+    assert settings.model is not None
+    model = settings.model.model_copy(update={"path": args.out_dir / "fraud_model.onnx"})
+    profile = profile_events(settings.model_copy(update={"model": model}), events,
+                             f"TransactionGenerator(seed={args.seed}).labelled({args.events})")
+    out = profile_path(model.path)
+    write_profile(profile, out)
+    print(f"wrote {out} ({profile['rows']:,} rows)")
 
 
 def build_matrix(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamscore import __version__
+from streamscore.commands import optimize, profile
 from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.logs import configure_logging
 
@@ -80,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--host", default="127.0.0.1")
     broker.add_argument("--port", type=int, default=9092)
     broker.set_defaults(command=_broker)
+    profile.register(commands)
+    optimize.register(commands)
     return parser
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from prometheus_client import (
@@ -22,11 +24,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from streamscore.core.records import ScoredBatch
+from streamscore.monitoring.drift import DriftMonitor
 
 LATENCY_BUCKETS = (
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
@@ -60,6 +63,11 @@ class BatchHistogram(Collector):
     def count(self) -> int:
         return int(self._counts.sum())
 
+    def counts(self) -> list[int]:
+        """Observations per bucket (not cumulative; the last one is above every bound)."""
+        with self._lock:
+            return [int(c) for c in self._counts]
+
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding quantile ``q`` (NaN when empty)."""
         with self._lock:
@@ -78,6 +86,70 @@ class BatchHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], buckets, total)
         yield family
+
+
+def _samples(metric: MetricWrapperBase, suffix: str = "") -> list[Any]:
+    return [s for family in metric.collect() for s in family.samples if s.name == family.name + suffix]
+
+
+def _total(metric: MetricWrapperBase) -> float:
+    """An unlabelled counter's or gauge's value."""
+    return float(sum(s.value for s in _samples(metric, "_total") or _samples(metric)))
+
+
+class DriftCollector(Collector):
+    """The drift and data quality gauges, computed from the monitor's window at each scrape (the
+    pipeline only counts bins per batch). Without a monitor (no profile) the families are empty."""
+
+    LABELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "streamscore_feature_psi": ("feature",),
+        "streamscore_feature_default_rate": ("feature",),
+        "streamscore_feature_default_rate_reference": ("feature",),
+        "streamscore_feature_unknown_rate": ("feature",),
+        "streamscore_feature_unknown_rate_reference": ("feature",),
+        "streamscore_drift_threshold": ("check",),
+    }
+
+    def __init__(self) -> None:
+        self.monitor: DriftMonitor | None = None
+        self.thresholds: dict[str, float] = {}
+        """``psi``: the PSI above which a feature or the score has drifted; ``default_rate`` and
+        ``unknown_rate``: the rise over the reference rate that is a data quality problem."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.monitor.snapshot() if self.monitor is not None else None
+        families = {name: GaugeMetricFamily(name, doc, labels=list(self.LABELS.get(name, ())))
+                    for name, doc in _DRIFT_HELP.items()}
+        if snap is not None:
+            for f in snap.features:
+                families["streamscore_feature_psi"].add_metric([f.name], f.psi)
+                for kind, live, ref in (("default", f.default_rate, f.reference_default_rate),
+                                        ("unknown", f.unknown_rate, f.reference_unknown_rate)):
+                    if live is not None and ref is not None:
+                        families[f"streamscore_feature_{kind}_rate"].add_metric([f.name], live)
+                        families[f"streamscore_feature_{kind}_rate_reference"].add_metric([f.name], ref)
+            families["streamscore_score_psi"].add_metric([], snap.score_psi)
+            families["streamscore_drift_window_events"].add_metric([], snap.events)
+            for check, value in self.thresholds.items():
+                families["streamscore_drift_threshold"].add_metric([check], value)
+        yield from families.values()
+
+
+_DRIFT_HELP = {
+    "streamscore_feature_psi": "Population stability index of a feature over the sliding window against the "
+                               "model's reference profile (NaN until the window holds monitoring.min_events).",
+    "streamscore_score_psi": "Population stability index of the score over the sliding window against the "
+                             "reference profile.",
+    "streamscore_feature_default_rate": "Share of the window's scored events where an optional feature holds "
+                                        "its default (absent, or sent as it).",
+    "streamscore_feature_default_rate_reference": "The same share in the reference profile.",
+    "streamscore_feature_unknown_rate": "Share of the window's scored events whose category feature is not one "
+                                        "of its categories (or missing).",
+    "streamscore_feature_unknown_rate_reference": "The same share in the reference profile.",
+    "streamscore_drift_window_events": "Scored events in the drift window.",
+    "streamscore_drift_threshold": "The configured drift and data quality thresholds (monitoring.*), by check: "
+                                   "psi, default_rate and unknown_rate (rises over the reference).",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +242,8 @@ class Metrics:
         self.serve_rejected = Counter("streamscore_serve_rejected_events",
                                       "REST events that could not be scored, by reason (the dead-letter reasons).",
                                       ["reason"], registry=r)
+        self.drift = DriftCollector()
+        r.register(self.drift)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start
         # time; prefixed so they cannot clash with another exporter's process_* on the same target.
         ProcessCollector(namespace="streamscore", registry=r)
@@ -177,6 +251,28 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus' text format, and its content type (``GET /metrics``)."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def watch_drift(self, monitor: DriftMonitor, psi: float, default_rate: float, unknown_rate: float) -> None:
+        """Export the drift monitor's window and the thresholds the alert rules compare it with."""
+        self.drift.monitor = monitor
+        self.drift.thresholds = {"psi": psi, "default_rate": default_rate, "unknown_rate": unknown_rate}
+
+    def status(self) -> dict[str, Any]:
+        """What the status page shows, from this registry: totals (the page turns them into rates),
+        latency percentiles, the models, the decision mix, dead letters by reason and the drift window."""
+        drift = self.drift.monitor.snapshot() if self.drift.monitor is not None else None
+        return {
+            "time": time.time(),
+            "models": [dict(s.labels) for s in _samples(self.model_info)],
+            "consumed": _total(self.consumed), "scored": _total(self.scored),
+            "dead_lettered": {s.labels["reason"]: s.value for s in _samples(self.dead_lettered, "_total")},
+            "decisions": {s.labels["decision"]: s.value for s in _samples(self.decisions, "_total")},
+            "latency_seconds": {f"p{round(q * 100)}": self.end_to_end.quantile(q) for q in (0.5, 0.9, 0.99)},
+            "latency_buckets": {"bounds": self.end_to_end.bounds.tolist(), "counts": self.end_to_end.counts()},
+            "in_flight": _total(self.in_flight), "uncommitted": _total(self.uncommitted),
+            "drift": None if drift is None else {
+                "events": drift.events, "score_psi": drift.score_psi, "thresholds": self.drift.thresholds,
+                "features": [asdict(f) for f in drift.features]},
+        }
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition this instance no longer owns."""
@@ -209,5 +305,6 @@ class Metrics:
     def describe(self) -> list[MetricDescription]:
         """Every metric family this registry exports, in registration order, with its label names."""
         labels = {m._name: tuple(m._labelnames) for m in vars(self).values() if isinstance(m, MetricWrapperBase)}
+        labels.update(self.drift.LABELS)
         return [MetricDescription(f.name, f.type, labels.get(f.name, ()), f.documentation)
                 for f in self.registry.collect()]

@@ -27,6 +27,7 @@ from streamscore.engines.base import Source
 from streamscore.errors import ModelUnavailable
 from streamscore.intake import Intake
 from streamscore.metrics import Metrics, Totals
+from streamscore.monitoring.drift import DriftMonitor
 from streamscore.server import Health
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ EXIT_MARGIN = 0.1
 class Pipeline:
     def __init__(self, source: Source, scorer: Scorer, outputs: Outputs, committer: Committer,
                  batcher: Batcher[SourceMessage], breaker: Breaker, batching: BatchingSettings,
-                 metrics: Metrics, health: Health | None = None, leave_timeout: float = 10.0) -> None:
+                 metrics: Metrics, health: Health | None = None, leave_timeout: float = 10.0,
+                 drift: DriftMonitor | None = None) -> None:
         self.source = source
         self.scorer = scorer
         self.outputs = outputs
@@ -52,6 +54,8 @@ class Pipeline:
         self.metrics = metrics
         self.health = health or Health()
         self.leave_timeout = leave_timeout
+        self.drift = drift
+        """Counts the scored rows' feature and score bins, when the model has a reference profile."""
         """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.totals = Totals(decisions=dict.fromkeys(scorer.policy.labels, 0))
         self._commit_interval = batching.commit_interval_ms / 1000.0
@@ -157,6 +161,8 @@ class Pipeline:
                    for r in result.rejections]
         self.outputs.write(keys, result, letters, ticket.ack)
         labels = self.scorer.policy.labels
+        if self.drift is not None and result.features is not None:
+            self.drift.observe(result.features, result.scores)
         self.totals.add(len(batch), result, labels, self.metrics.count_batch(len(batch), result, labels))
 
     # -- the model breaker ----------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""The HTTP listener: /metrics for Prometheus, /healthz (liveness) and /readyz (readiness)."""
+"""The HTTP listener: /metrics for Prometheus, /healthz (liveness), /readyz (readiness), and the live
+status page at / (plain HTML and JavaScript polling /status.json; no build step, nothing fetched from
+elsewhere, for the embedded default where no Grafana runs)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streamscore.errors import ConfigError
@@ -32,9 +37,10 @@ class Health:
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health,
+                 status: Callable[[], dict[str, Any]] | None = None) -> None:
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
+            self._server = ThreadingHTTPServer((host, port), _handler(registry, health, status))
         except OSError as exc:
             raise ConfigError(f"metrics.port: cannot listen on {host}:{port} ({exc.strerror})") from None
         self._server.daemon_threads = True
@@ -46,18 +52,25 @@ class HttpServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("metrics and health on port %d (/metrics, /healthz, /readyz)", self.port)
+        log.info("metrics and health on port %d (/metrics, /healthz, /readyz, the status page at /)", self.port)
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
 
-def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, health: Health,
+             status: Callable[[], dict[str, Any]] | None) -> type[BaseHTTPRequestHandler]:
+    page = files("streamscore.monitoring").joinpath("status.html").read_bytes() if status is not None else b""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if status is not None and path == "/":
+                self._send(200, page, "text/html; charset=utf-8")
+            elif status is not None and path == "/status.json":
+                self._send(200, orjson.dumps(status(), option=orjson.OPT_SERIALIZE_NUMPY), "application/json")
+            elif path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._status(health.live)

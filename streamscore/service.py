@@ -18,7 +18,10 @@ from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Engine
+from streamscore.errors import ConfigError
 from streamscore.metrics import Metrics
+from streamscore.monitoring.drift import DriftMonitor
+from streamscore.monitoring.profile import monitor_from_profile, profile_path, read_profile
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
@@ -45,6 +48,7 @@ class Parts:
     runner: ModelRunner
     engine: Engine
     destinations: list[Destination]
+    drift: DriftMonitor | None = None
 
 
 def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> Parts:
@@ -54,7 +58,7 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
     check_delivery(settings.delivery, engine.transactions, destinations)
-    return Parts(runner, engine, destinations)
+    return Parts(runner, engine, destinations, build_drift_monitor(settings))
 
 
 def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
@@ -95,6 +99,27 @@ def serve(settings: Settings, plugins: Plugins | None = None) -> int:
     return 0
 
 
+def build_drift_monitor(settings: Settings) -> DriftMonitor | None:
+    """The drift monitor of the model's reference profile: ``monitoring.profile``, or the single
+    model's ``NAME.profile.json`` when there is one; None when drift is off or no profile exists."""
+    m = settings.monitoring
+    path, found = m.profile, False
+    if path is None and settings.model is not None and profile_path(settings.model.path).exists():
+        path, found = profile_path(settings.model.path), True
+    if not m.drift or path is None:
+        return None
+    try:
+        monitor = monitor_from_profile(read_profile(path), settings.features, window_events=m.window_events,
+                                       slots=m.slots, min_events=m.min_events)
+    except ConfigError as exc:
+        if not found:  # named in the configuration: refused like any other setting
+            raise
+        log.warning("no drift monitoring: the profile found next to the model does not fit (%s)", exc)
+        return None
+    log.info("drift monitoring against %s (window %d events)", path, m.window_events)
+    return monitor
+
+
 class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
@@ -123,7 +148,8 @@ class Service:
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
         outputs.start()
         if s.metrics.enabled:
-            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
+            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health,
+                                   self.metrics.status)
             self.http.start()
         if self.rest is not None:
             self.rest.start()
@@ -132,8 +158,12 @@ class Service:
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
         scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        drift, m = self.parts.drift, s.monitoring
+        if drift is not None:
+            self.metrics.watch_drift(drift, m.psi_threshold, m.default_rate_increase, m.unknown_rate_increase)
         self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
-                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
+                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
+                                 drift=drift)
         return self.pipeline
 
     def run(self, stop: threading.Event | None = None) -> int:

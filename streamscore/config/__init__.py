@@ -14,6 +14,7 @@ from streamscore.config.settings import (
     DestinationSettings,
     FeatureSettings,
     MetricsSettings,
+    MonitoringSettings,
     OutputSettings,
     Settings,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "ModelSettings",
+    "MonitoringSettings",
     "OutputSettings",
     "Provider",
     "ServeSettings",

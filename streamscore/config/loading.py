@@ -41,6 +41,10 @@ def _resolve_model_path(raw: dict[str, Any], base: Path) -> None:
     for model in [raw.get("model"), *named]:
         if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute():
             model["path"] = str((base / model["path"]).resolve())
+    monitoring = raw.get("monitoring")
+    if isinstance(monitoring, dict) and isinstance(monitoring.get("profile"), str) \
+            and not Path(monitoring["profile"]).is_absolute():
+        monitoring["profile"] = str((base / monitoring["profile"]).resolve())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

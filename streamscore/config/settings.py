@@ -12,6 +12,7 @@ except in the passthrough maps, where they stay text as librdkafka reads them (a
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -140,6 +141,33 @@ class MetricsSettings(Section):
     """Port of /metrics, /healthz and /readyz (0 picks a free port)."""
 
 
+class MonitoringSettings(Section):
+    """Drift and data quality of the live stream against the model's reference profile
+    (``streamscore profile``), as the ``streamscore_feature_*`` and ``streamscore_score_psi`` gauges."""
+
+    drift: bool = True
+    """Watch drift when a profile is there (``profile``, or the model's ``NAME.profile.json``)."""
+    profile: Path | None = None
+    """Reference profile file (default: ``NAME.profile.json`` next to ``model.path``; a graph of
+    models needs it set). A relative path is taken from the config file's folder."""
+    window_events: int = Field(default=10_000, ge=1)
+    """Events in the sliding window the live figures are computed over (about: the window moves a
+    slot at a time, and a slot closes after the batch that fills it)."""
+    slots: int = Field(default=10, ge=1, le=1000)
+    """Slots of the window: old events leave it ``window_events / slots`` at a time."""
+    min_events: int = Field(default=1000, ge=1)
+    """PSI gauges are NaN until the window holds this many events (small samples look drifted)."""
+    psi_threshold: float = Field(default=0.2, gt=0)
+    """A feature's or the score's PSI above this is drift (exported as
+    ``streamscore_drift_threshold{check="psi"}`` for the alert rules; 0.1-0.25 is the usual band)."""
+    default_rate_increase: float = Field(default=0.1, gt=0)
+    """An optional feature holding its default (absent, or sent as it) this much more often than in
+    the reference is a data quality problem (``check="default_rate"``)."""
+    unknown_rate_increase: float = Field(default=0.05, gt=0)
+    """A category feature's share of unknown (or missing) values this much above the reference's
+    is a data quality problem (``check="unknown_rate"``)."""
+
+
 class DestinationSettings(Section):
     kind: str = "kafka"
     """Destination kind, from the destination registry (``kafka``, ``postgresql``)."""
@@ -185,7 +213,9 @@ class Settings(Section):
     output: OutputSettings = OutputSettings()
     """What each output record carries besides the score and decision."""
     metrics: MetricsSettings = MetricsSettings()
-    """The HTTP listener for Prometheus and the health probes."""
+    """The HTTP listener for Prometheus, the health probes and the status page."""
+    monitoring: MonitoringSettings = MonitoringSettings()
+    """Drift and data quality against the model's reference profile."""
     engine: str = "confluent-kafka"
     """Stream engine, from the engine registry (``confluent-kafka``)."""
     destinations: list[DestinationSettings] = []

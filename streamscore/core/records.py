@@ -74,6 +74,8 @@ class ScoredBatch:
     decisions: np.ndarray
     rejections: list[Rejection]
     inference_seconds: float
+    features: np.ndarray | None = None
+    """The feature matrix of the ``scored`` rows, in their order (for drift monitoring)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ class Scorer:
             keep = [row for row, ok in zip(keep, finite.tolist(), strict=True) if ok]
             scores = scores[finite]
             stages = stages[finite]
+            matrix = matrix[finite]
         decisions = self.policy.indices(scores)
         position = {row: i for i, row in enumerate(rows)}
         copied = [(name, gather(valid_events, name, paths)) for name in self.copy_fields]
@@ -152,7 +153,7 @@ class Scorer:
                                 self.policy.labels, (self.runner.name, self.runner.version), int(time.time() * 1000),
                                 self._graph(stages))
         rejections.sort(key=lambda r: r.index)
-        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+        return ScoredBatch(keep, outputs, scores, decisions, rejections, inference, matrix)
 
     def score_matrix(self, matrix: np.ndarray) -> MatrixScores:
         """Score feature rows given as a matrix (a tensor request): the same model call, bisection

@@ -44,13 +44,14 @@ def test_reference_lists_every_key_with_its_default() -> None:
 def test_check_mode_reports_stale_files(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / reference.CONFIG_DOC).write_text("# stale\n")
-    (tmp_path / reference.README).write_text(f"intro\n{reference.METRICS_BEGIN}\nold\n{reference.METRICS_END}\nend\n")
+    stale = f"intro\n{reference.METRICS_BEGIN}\nstale-row\n{reference.METRICS_END}\nend\n"
+    (tmp_path / reference.README).write_text(stale)
     assert reference.main(["--root", str(tmp_path), "--check"]) == 1
     assert reference.main(["--root", str(tmp_path)]) == 0
     assert reference.main(["--root", str(tmp_path), "--check"]) == 0
     readme = (tmp_path / reference.README).read_text()
     assert readme.startswith("intro\n") and readme.endswith(f"{reference.METRICS_END}\nend\n")
-    assert "`streamscore_events_consumed_total` | counter" in readme and "old" not in readme
+    assert "`streamscore_events_consumed_total` | counter" in readme and "stale-row" not in readme
 
 
 def test_readme_without_markers_is_an_error() -> None:

@@ -98,6 +98,8 @@ def rest_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield make
     for proc in started:
         proc.kill()
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the session (``tests/support/postgres.py``); each test uses its own table."""
@@ -109,3 +111,19 @@ def postgres() -> Iterator[PostgresServer]:
         yield server.init().start()
     finally:
         server.remove()
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., int]]:
+    """``streamscore`` in this process (no interpreter start-up per call); the root logger's level and
+    handlers, which the CLI configures, are put back at teardown."""
+    import logging
+
+    from streamscore.cli import main
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield lambda *args: main(list(args))
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)

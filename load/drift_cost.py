@@ -1,0 +1,83 @@
+"""Instructions per event of the drift monitor (``DriftMonitor.observe``), counted by callgrind.
+
+    python -m load.drift_cost [--events 2000] [--batch 500]
+
+Two runs under ``valgrind --tool=callgrind`` do the same work, scoring 2N demo events in batches as
+``load.instructions`` does, and then feed the monitor of the demo model's profile with the scored
+batches once (N events' worth of batches) or twice (2N): the difference of their totals over N is
+the monitor's cost per event, everything else cancelled out. Compare it with ``load.instructions``
+(the whole scoring core) for its share of the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def child(events: int, observed: int, batch: int) -> None:
+    """Score ``events`` events, then feed ``observed`` of them to the drift monitor."""
+    from importlib.resources import files
+
+    from load.pipeline_throughput import _Message
+    from streamscore.config import load_settings
+    from streamscore.core.scorer import Scorer, ScoringSpec
+    from streamscore.demo.transactions import TransactionGenerator
+    from streamscore.runners.onnx import OnnxRunner
+    from streamscore.service import build_drift_monitor
+
+    settings = load_settings(Path(str(files("streamscore.demo") / "config.yaml")), env={})
+    model = settings.single_model.model_copy(update={"provider": "cpu", "intra_op_threads": 1})
+    runner = OnnxRunner(model, settings.feature_width)
+    runner.load()
+    scorer = Scorer(ScoringSpec.from_settings(settings), runner)
+    monitor = build_drift_monitor(settings)
+    assert monitor is not None, "the demo model has a profile (streamscore/demo/fraud_model.profile.json)"
+    values = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
+    messages = [_Message(v, i) for i, v in enumerate(values)]
+    results = [scorer.score(messages[start:start + batch]) for start in range(0, events, batch)]
+    fed = 0
+    while fed < observed:
+        for result in results:
+            if fed >= observed:
+                break
+            assert result.features is not None
+            monitor.observe(result.features, result.scores)
+            fed += batch
+    monitor.snapshot()
+
+
+def instructions(events: int, observed: int, batch: int, workdir: Path) -> int:
+    out = workdir / f"callgrind.{observed}.out"
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
+                    "load.drift_cost", "--child", str(observed), "--events", str(events), "--batch", str(batch)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"no instruction total in {out}")
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    generated = 2 * args.events
+    if args.child is not None:
+        child(generated, args.child, args.batch)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        once, twice = (instructions(generated, n * args.events, args.batch, Path(tmp)) for n in (1, 2))
+    print(f"drift monitor: {(twice - once) / args.events:,.0f} instructions per event "
+          f"(callgrind; DriftMonitor.observe on the demo profile's 8 features and score, batches of {args.batch:,})")
+
+
+if __name__ == "__main__":
+    main()

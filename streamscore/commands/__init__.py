@@ -1,0 +1,1 @@
+"""Subcommands beyond run/validate/demo/broker, one module each, registered by ``streamscore.cli``."""
