@@ -155,19 +155,47 @@ class LatencyProbe(threading.Thread):
             self._consumer.close()
 
 
+@dataclass
+class Arrivals:
+    """When each input event arrived at a bare consumer (ms since the epoch, by partition and
+    offset), and the synchronous commits timed on the way."""
+
+    first_offset: dict[int, int] = field(default_factory=dict)
+    by_partition: dict[int, array[float]] = field(default_factory=dict)
+    event_ms: array[int] = field(default_factory=lambda: array("q"))
+    received_ms: array[float] = field(default_factory=lambda: array("d"))
+    commit_ms: list[float] = field(default_factory=list)
+
+    def add(self, partition: int, offset: int, event_ms: int, now_ms: float) -> None:
+        """One event, in consumption order (a partition's offsets arrive in order, from the first)."""
+        times = self.by_partition.get(partition)
+        if times is None:
+            times = self.by_partition[partition] = array("d")
+            self.first_offset[partition] = offset
+        times.append(now_ms)
+        self.event_ms.append(event_ms)
+        self.received_ms.append(now_ms)
+
+    def arrived_at(self, partition: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """When the events at these positions arrived (NaN for those not seen)."""
+        out = np.full(len(partition), np.nan)
+        for p, arrivals in self.by_partition.items():
+            times = np.frombuffer(arrivals, dtype=np.float64)
+            index = offset - self.first_offset[p]
+            hit = (partition == p) & (index >= 0) & (index < len(times))
+            out[hit] = times[index[hit]]
+        return out
+
+
 class ArrivalProbe(threading.Thread):
-    """A bare consumer on the input topic: when each event arrived (ms since the epoch, by partition
-    and offset), and how long a synchronous offset commit took, once a second."""
+    """A bare consumer on the input topic: fills ``data`` (``Arrivals``), and times a synchronous
+    offset commit once a second."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(name="arrival-probe", daemon=True)
         self.stop_event = threading.Event()
         self.ready = threading.Event()
-        self.first_offset: dict[int, int] = {}
-        self.arrivals: dict[int, array[float]] = {}
-        self.event_ms: array[int] = array("q")
-        self.received_ms: array[float] = array("d")
-        self.commit_ms: list[float] = []
+        self.data = Arrivals()
         self._consumer = _consumer(bootstrap, "arrival-probe")
         self._consumer.subscribe([topic], on_assign=lambda _c, _p: self.ready.set())
 
@@ -179,14 +207,7 @@ class ArrivalProbe(threading.Thread):
                 messages = [m for m in consume_ready(self._consumer, 5000, 0.05) if m.error() is None]
                 now_ms = time.time() * 1000
                 for m in messages:
-                    partition, offset = int(m.partition() or 0), int(m.offset() or 0)
-                    arrivals = self.arrivals.get(partition)
-                    if arrivals is None:
-                        arrivals = self.arrivals[partition] = array("d")
-                        self.first_offset[partition] = offset
-                    arrivals.append(now_ms)
-                    self.event_ms.append(m.timestamp()[1])
-                    self.received_ms.append(now_ms)
+                    self.data.add(int(m.partition() or 0), int(m.offset() or 0), m.timestamp()[1], now_ms)
                 last = messages[-1] if messages else last
                 if last is not None and time.monotonic() >= next_commit:
                     self._timed_commit(last)
@@ -198,20 +219,10 @@ class ArrivalProbe(threading.Thread):
         position = KafkaTopicPartition(str(last.topic()), int(last.partition() or 0), int(last.offset() or 0) + 1)
         started = time.monotonic()
         self._consumer.commit(offsets=[position], asynchronous=False)
-        self.commit_ms.append((time.monotonic() - started) * 1000)
-
-    def arrived_at(self, partition: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """When the events at these positions arrived here (NaN for those it did not see)."""
-        out = np.full(len(partition), np.nan)
-        for p, arrivals in self.arrivals.items():
-            times = np.frombuffer(arrivals, dtype=np.float64)
-            index = offset - self.first_offset[p]
-            hit = (partition == p) & (index >= 0) & (index < len(times))
-            out[hit] = times[index[hit]]
-        return out
+        self.data.commit_ms.append((time.monotonic() - started) * 1000)
 
 
-def breakdown(stages: Stages, arrivals: ArrivalProbe) -> dict[str, dict[str, float]]:
+def breakdown(stages: Stages, arrivals: Arrivals) -> dict[str, dict[str, float]]:
     """Per event, the time between one point of its way and the next (see the module docstring).
     Each row's percentiles are over its own events; the rows' percentiles do not add up."""
     partition, offset = np.frombuffer(stages.partition, dtype=np.int64), np.frombuffer(stages.offset, dtype=np.int64)

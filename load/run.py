@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, bootstrap: str, rate: float, checkout: Path | 
                     "cpu_us_per_event": round(cpu / max(1, r.received) * 1e6, 1),
                     "rss_mb_max": round(max(rss, default=0.0), 1)},
         "latency_ms": summarize(r.total),
-        "breakdown_ms": breakdown(r.stages, arrivals) if r.stages is not None and arrivals is not None else None,
+        "breakdown_ms": breakdown(r.stages, arrivals.data) if r.stages is not None and arrivals is not None else None,
         "received": r.received,
         "throughput_per_second": [e["events"] for e in timeline],
         "timeline": timeline,
