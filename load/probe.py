@@ -27,7 +27,7 @@ import time
 import uuid
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Message
@@ -79,6 +79,13 @@ def _consumer(bootstrap: str, group: str) -> Consumer:
     })
 
 
+class ScoreRecord(Protocol):
+    """What ``Stages`` reads of a consumed score record (a confluent-kafka ``Message``)."""
+
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
 @dataclass
 class Stages:
     """Per score record, in arrival order (milliseconds since the epoch; -1 where unknown)."""
@@ -90,7 +97,7 @@ class Stages:
     appended: array[int] = field(default_factory=lambda: array("q"))
     received: array[float] = field(default_factory=lambda: array("d"))
 
-    def add(self, msg: Message, now_ms: float) -> None:
+    def add(self, msg: ScoreRecord, now_ms: float) -> None:
         value = msg.value() or b""
         source, event, scored = _SOURCE.search(value), _EVENT_TIME.search(value), _SCORED_AT.search(value)
         if source is None or event is None or scored is None:
