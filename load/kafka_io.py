@@ -53,6 +53,16 @@ def produce_one(producer: Producer, topic: str, value: bytes | None, key: bytes 
             producer.poll(RETRY_INTERVAL)
 
 
+def consume_ready(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to ``max_messages``, back as soon as one is there: ``consume(n, timeout)`` alone waits for
+    all ``n`` or the whole ``timeout`` (librdkafka's batch consume), which adds up to ``timeout`` to
+    every latency read through it. Error events are left in for the caller."""
+    first = consumer.consume(1, timeout)
+    if not first or max_messages <= 1:
+        return first
+    return first + consumer.consume(max_messages - 1, 0)
+
+
 class ReadTimeout(AssertionError):
     """An output reader's condition did not hold within its timeout."""
 

@@ -41,10 +41,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="model.intra_op_threads (default: the setting's default)")
     args = parser.parse_args()
 
     settings = settings_for("unused:9092", args.batch, "cpu")
-    runner = OnnxRunner(settings.single_model, settings.feature_width)
+    model = settings.single_model
+    if args.intra_op_threads is not None:
+        model = model.model_copy(update={"intra_op_threads": args.intra_op_threads})
+    runner = OnnxRunner(model, settings.feature_width)
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     values = [v for _, v in TransactionGenerator(seed=5, malformed_rate=0.002).encoded(args.events)]

@@ -57,7 +57,8 @@ class KafkaSettings(Section):
     consumer: dict[str, ClientValue] = {}
     """librdkafka settings for the consumer only."""
     producer: dict[str, ClientValue] = {}
-    """librdkafka settings for the producer only."""
+    """librdkafka settings for the producer only (over the service's defaults: ``linger.ms`` 1,
+    ``compression.type`` lz4)."""
 
     @field_validator("client", "consumer", "producer")
     @classmethod

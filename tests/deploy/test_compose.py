@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -99,3 +100,31 @@ def test_grafana_reads_the_mounted_provisioning() -> None:
         for provider in yaml.safe_load(provider_file.read_text())["providers"]:
             assert list(host_path(provider["options"]["path"]).glob("*.json")), provider["name"]
     assert host_path(grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
+
+
+KAFKA_SH = REPO / "scripts" / "kafka.sh"
+PER_HOST = {"listeners", "advertised.listeners", "listener.security.protocol.map", "controller.quorum.voters",
+            "log.dirs", "num.partitions"}
+"""Broker settings that differ between the compose network and a test's 127.0.0.1 node by design
+(``num.partitions`` only shapes auto-created topics, which compose turns off)."""
+
+
+def _kafka_sh_properties() -> dict[str, str]:
+    """The server.properties that scripts/kafka.sh writes (its heredoc), placeholders and all."""
+    text = KAFKA_SH.read_text()
+    body = text.split('server.properties" <<EOF\n', 1)[1].split("\nEOF\n", 1)[0]
+    pairs = (line.split("=", 1) for line in body.splitlines() if "=" in line and not line.startswith("#"))
+    return {key: value for key, value in pairs}  # noqa: C416 - a 2-item list per line, not a pair type
+
+
+def test_compose_kafka_is_the_version_and_settings_of_kafka_sh() -> None:
+    version = re.search(r"<kafka.version>(.+)</kafka.version>", (REPO / "scripts/kafka-pom/pom.xml").read_text())
+    assert version is not None
+    services = _compose()["services"]
+    assert {services[name]["image"] for name in ("kafka", "topics")} == {f"apache/kafka:{version.group(1)}"}
+    environment = services["kafka"]["environment"]
+    for key, value in _kafka_sh_properties().items():
+        if key not in PER_HOST:
+            assert environment.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
+    heap = re.search(r"java (-Xms\S+ -Xmx\S+)", KAFKA_SH.read_text())
+    assert heap is not None and environment["KAFKA_HEAP_OPTS"] == heap.group(1)
