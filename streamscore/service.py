@@ -10,11 +10,12 @@ import threading
 from dataclasses import dataclass
 
 from streamscore.breaker import Breaker
-from streamscore.config import Settings
+from streamscore.config import SegmentGraph, Settings
 from streamscore.core.batching import Batcher
 from streamscore.core.graph import ModelGraph
 from streamscore.core.records import SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
+from streamscore.core.segments import SegmentRouter
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Engine
@@ -69,6 +70,8 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
 
     count = None if metrics is None else metrics.count_stage
     columns = {name: settings.feature_columns(m.features) for name, m in settings.models.items()}
+    if isinstance(settings.graph, SegmentGraph):
+        return SegmentRouter(settings.graph, columns, settings.feature_width, build, count)
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
 
 
@@ -88,7 +91,8 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
+        r = self.runner
+        loaded = list(r.runners.values()) if isinstance(r, ModelGraph | SegmentRouter) else [r]
         for runner in loaded:  # a graph: each of its models
             self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
         engine.check(BROKER_CHECK_TIMEOUT)

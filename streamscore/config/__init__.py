@@ -1,6 +1,14 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
-from streamscore.config.graph import CascadeGraph, ChainGraph, EnsembleGraph, GraphModelSettings, GraphSettings
+from streamscore.config.graph import (
+    AnyGraph,
+    CascadeGraph,
+    ChainGraph,
+    EnsembleGraph,
+    GraphModelSettings,
+    GraphSettings,
+    SegmentGraph,
+)
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
 from streamscore.config.model import ModelSettings, Provider
@@ -19,6 +27,7 @@ from streamscore.config.settings import (
 
 __all__ = [
     "ENV_PREFIX",
+    "AnyGraph",
     "BatchingSettings",
     "BreakerSettings",
     "CascadeGraph",
@@ -36,6 +45,7 @@ __all__ = [
     "ModelSettings",
     "OutputSettings",
     "Provider",
+    "SegmentGraph",
     "Settings",
     "apply_env_overrides",
     "describe_validation_error",

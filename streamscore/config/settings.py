@@ -175,7 +175,8 @@ class Settings(Section):
     models: dict[str, GraphModelSettings] = {}
     """Named models for ``graph``, each like ``model`` plus the features it reads."""
     graph: GraphSettings | None = None
-    """How the ``models`` combine: an ensemble, a confidence-gated cascade or a chain."""
+    """How the ``models`` combine: an ensemble, a confidence-gated cascade, a chain, or routing
+    by segment."""
     decisions: DecisionSettings = DecisionSettings()
     """Score thresholds that turn a score into a decision label."""
     output: OutputSettings = OutputSettings()

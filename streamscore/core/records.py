@@ -49,6 +49,9 @@ class Reason(StrEnum):
     """A feature's field holds the wrong JSON type (or a path step is not an object)."""
     MODEL_ERROR = "model_error"
     """The model raised on this row (isolated by bisection) or returned a non-finite score."""
+    NO_MODEL = "no_model"
+    """Routing by segment (``graph.type: segments``): the event's segment has no route and the
+    graph no ``default`` model."""
 
 
 @dataclass(frozen=True, slots=True)

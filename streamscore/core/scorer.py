@@ -19,8 +19,8 @@ import numpy as np
 from streamscore.config import DecisionSettings, FeatureSettings, Settings
 from streamscore.core.decisions import DecisionPolicy
 from streamscore.core.decode import decode
-from streamscore.core.features import FeatureExtractor, gather
-from streamscore.core.model import ModelRunner, Stage, StagedRunner
+from streamscore.core.features import MISSING, FeatureExtractor, NotAnObject, gather
+from streamscore.core.model import ModelRunner, SegmentedRunner, Stage, StagedRunner
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records
 from streamscore.errors import ModelUnavailable
@@ -102,7 +102,8 @@ class Scorer:
         self.extractor = FeatureExtractor(spec.features)
         self.policy = DecisionPolicy(spec.decisions)
         self.copy_fields = list(spec.copy_fields)
-        self._probe = np.zeros((1, self.extractor.width), dtype=np.float32)
+        width = self.extractor.width + isinstance(runner, SegmentedRunner)  # the route column
+        self._probe = np.zeros((1, width), dtype=np.float32)
         """A row the model scored: when a batch fails, a failure on it too means the model is down."""
 
     def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
@@ -122,6 +123,11 @@ class Scorer:
         matrix = extraction.matrix
         if len(keep) != len(rows):
             matrix = matrix[extraction.valid]
+        if isinstance(self.runner, SegmentedRunner):
+            values = gather(valid_events, self.runner.field, paths)
+            if len(keep) != len(rows):
+                values = [v for v, ok in zip(values, extraction.valid.tolist(), strict=True) if ok]
+            matrix, keep = self._route(self.runner, matrix, keep, values, rejections)
 
         started = time.perf_counter()
         scores, stages, failed = (self._predict(matrix) if len(keep)
@@ -143,6 +149,23 @@ class Scorer:
                                 self._graph(stages))
         rejections.sort(key=lambda r: r.index)
         return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+
+    @staticmethod
+    def _route(runner: SegmentedRunner, matrix: np.ndarray, keep: list[int], values: list[Any],
+               rejections: list[Rejection]) -> tuple[np.ndarray, list[int]]:
+        """Each kept row's route index (``values``: its segment value) appended as the matrix's
+        last column; rows no model takes are rejected (``no_model``)."""
+        routes = runner.route(values)
+        routed = routes >= 0
+        if not routed.all():
+            for row in np.flatnonzero(~routed).tolist():
+                value = values[row]
+                shown = "no value" if value is MISSING or type(value) is NotAnObject else f"{value!r}"
+                rejections.append(Rejection(keep[row], Reason.NO_MODEL,
+                                            f"{runner.field}: no model for segment {shown} and no default"))
+            keep = [k for k, ok in zip(keep, routed.tolist(), strict=True) if ok]
+            matrix, routes = matrix[routed], routes[routed]
+        return np.hstack([matrix, routes[:, None].astype(np.float32)]), keep
 
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
