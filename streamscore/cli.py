@@ -1,4 +1,4 @@
-"""Command line: ``streamscore run|validate|demo|broker``. Builds settings and calls in; no logic.
+"""Command line: ``streamscore run|validate|demo|models|broker``. Builds settings and calls in; no logic.
 
 Exit codes: 0 success; 1 a runtime failure (broker, delivery, unfinished drain); 2 a configuration
 error, reported on one line that names the key.
@@ -17,6 +17,7 @@ from pathlib import Path
 from streamscore import __version__
 from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.logs import configure_logging
+from streamscore.registry.commands import add_models_command
 
 log = logging.getLogger("streamscore")
 
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--malformed-rate", type=float, default=0.002, help="fraction of deliberately bad events")
     demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
     demo.set_defaults(command=_demo)
+
+    add_models_command(commands)
 
     broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) until Ctrl+C")
     broker.add_argument("--host", default="127.0.0.1")

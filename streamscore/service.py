@@ -22,6 +22,7 @@ from streamscore.engines.base import Engine
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
+from streamscore.registry.resolve import resolve_settings
 from streamscore.runners.base import ModelRunner
 from streamscore.server import Health, HttpServer
 
@@ -59,7 +60,9 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
 
 def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
     """The model runner: ``model`` through the runner registry, or a ``ModelGraph`` whose models are
-    built through it (``metrics`` counts the rows each of them scores)."""
+    built through it (``metrics`` counts the rows each of them scores). Registry references are
+    resolved here, each time: a runner built again after an alias moved takes the new version."""
+    settings, _ = resolve_settings(settings)
     if settings.graph is None:
         assert settings.model is not None  # the settings require one or the other
         return plugins.runners.get(settings.model.kind)(settings.model, settings.feature_width)

@@ -11,7 +11,7 @@ from streamscore.config.graph import (
 )
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
-from streamscore.config.model import ModelSettings, Provider
+from streamscore.config.model import ModelSettings, Provider, RegistrySettings, registry_reference
 from streamscore.config.settings import (
     BatchingSettings,
     BreakerSettings,
@@ -45,9 +45,11 @@ __all__ = [
     "ModelSettings",
     "OutputSettings",
     "Provider",
+    "RegistrySettings",
     "SegmentGraph",
     "Settings",
     "apply_env_overrides",
     "describe_validation_error",
     "load_settings",
+    "registry_reference",
 ]

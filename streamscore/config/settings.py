@@ -12,13 +12,14 @@ except in the passthrough maps, where they stay text as librdkafka reads them (a
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
-from streamscore.config.model import ModelSettings
+from streamscore.config.model import ModelSettings, RegistrySettings, registry_reference
 from streamscore.config.section import Section
 
 
@@ -174,6 +175,8 @@ class Settings(Section):
     """Model input columns, in order, each read from the event JSON."""
     models: dict[str, GraphModelSettings] = {}
     """Named models for ``graph``, each like ``model`` plus the features it reads."""
+    registry: RegistrySettings | None = None
+    """The model registry that ``registry:NAME@ALIAS`` model paths are taken from."""
     graph: GraphSettings | None = None
     """How the ``models`` combine: an ensemble, a confidence-gated cascade, a chain, or routing
     by segment."""
@@ -207,6 +210,20 @@ class Settings(Section):
         if dupes:
             raise ValueError(f"duplicate feature names {dupes}")
         return features
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        keyed = [("model", self.model)] if self.model is not None else []
+        for key, model in [*keyed, *((f"models.{n}", m) for n, m in self.models.items())]:
+            ref = registry_reference(model)
+            if ref is None:
+                continue
+            if not re.fullmatch(r"registry:[A-Za-z0-9._-]+@[A-Za-z0-9._-]+", ref):
+                raise ValueError(f"{key}.path: {ref!r} is not a registry reference (expected "
+                                 "registry:NAME@ALIAS or registry:NAME@VERSION)")
+            if self.registry is None:
+                raise ValueError(f"{key}.path: {ref!r} needs a 'registry' section with its root folder")
+        return self
 
     @model_validator(mode="after")
     def _one_graph(self) -> Settings:
