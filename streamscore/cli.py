@@ -83,11 +83,12 @@ def _load(path: Path, level_override: str | None) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamscore.signals import stop_on_signals
+    from streamscore.signals import reload_on_sighup, stop_on_signals
 
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     if args.workers == 1:  # first, before the heavy imports: a stop during start-up is a clean stop
         stop_on_signals(stop)
+        reload_on_sighup(reload)
     from streamscore.config import Settings
     from streamscore.service import Service, transactional_id
 
@@ -98,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_workers(args.config, args.workers, settings.metrics.port, args.log_level,
                            transactional_id(settings))
-    return Service(settings).run(stop)
+    return Service(settings, reload=reload).run(stop)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -148,6 +148,10 @@ class Metrics:
         self.stage_rows = Counter("streamscore_graph_stage_rows",
                                   "Rows each model of a graph was called with, by model (a cascade's second "
                                   "stage counts only its gated rows).", ["stage"], registry=r)
+        self.model_reloads = Counter("streamscore_model_reloads",
+                                     "New model versions loaded beside the serving one, by result: ok (swapped in "
+                                     "at the next batch) or failed (the serving version stays).", ["result"],
+                                     registry=r)
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
         # streamscore_process_* (start time, CPU, memory, fds): the restart alert watches the start

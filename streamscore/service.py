@@ -23,6 +23,7 @@ from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.registry.resolve import resolve_settings
+from streamscore.reload import Reloader
 from streamscore.runners.base import ModelRunner
 from streamscore.server import Health, HttpServer
 
@@ -81,11 +82,17 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
 class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None,
+                 reload: threading.Event | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.parts = assemble(settings, plugins or Plugins.default(), self.metrics)
+        self.plugins = plugins or Plugins.default()
+        self.parts = assemble(settings, self.plugins, self.metrics)
         self.runner = self.parts.runner
+        self.reload_requested = reload or threading.Event()
+        """Set (by ``SIGHUP``) to reload the models."""
+        self.reloader: Reloader | None = None
+        self.scorer: Scorer | None = None
         self.health = Health()
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
@@ -94,10 +101,9 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        r = self.runner
-        loaded = list(r.runners.values()) if isinstance(r, ModelGraph | SegmentRouter) else [r]
-        for runner in loaded:  # a graph: each of its models
-            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
+        self._model_info()
+        self.reloader = Reloader(s, lambda: build_runner(s, self.plugins, self.metrics), self.metrics,
+                                 self.reload_requested)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
@@ -109,10 +115,30 @@ class Service:
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
-        scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
-        self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
-                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
+        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        self.pipeline = Pipeline(engine.source, self.scorer, outputs, committer, batcher, Breaker(s.breaker), b,
+                                 self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
+                                 between_batches=self.swap_model)
+        self.reloader.start()
         return self.pipeline
+
+    def swap_model(self) -> None:
+        """Between two batches: put a newly loaded model version in, close the old one."""
+        runner = self.reloader.take() if self.reloader is not None else None
+        if runner is None or self.scorer is None:
+            return
+        old = self.scorer.swap(runner)
+        self.runner = runner
+        old.close()
+        self.metrics.model_reloads.labels("ok").inc()
+        self._model_info()
+        log.info("model %s version %s now serving (was %s)", runner.name, runner.version, old.version)
+
+    def _model_info(self) -> None:
+        r = self.runner
+        self.metrics.model_info.clear()
+        for runner in (list(r.runners.values()) if isinstance(r, ModelGraph | SegmentRouter) else [r]):
+            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
 
     def run(self, stop: threading.Event | None = None) -> int:
         stop = stop or threading.Event()
@@ -130,6 +156,9 @@ class Service:
         return 0 if drained else 1
 
     def close(self) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
+            self.reloader = None
         if self.http is not None:
             self.http.stop()
             self.http = None

@@ -11,7 +11,7 @@ from streamscore.config.graph import (
 )
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
-from streamscore.config.model import ModelSettings, Provider, RegistrySettings, registry_reference
+from streamscore.config.model import ModelSettings, Provider, RegistrySettings, ReloadSettings, registry_reference
 from streamscore.config.settings import (
     BatchingSettings,
     BreakerSettings,
@@ -46,6 +46,7 @@ __all__ = [
     "OutputSettings",
     "Provider",
     "RegistrySettings",
+    "ReloadSettings",
     "SegmentGraph",
     "Settings",
     "apply_env_overrides",

@@ -51,3 +51,15 @@ def registry_reference(settings: ModelSettings) -> str | None:
     """The model's ``registry:NAME@SELECTOR`` reference, or None for a plain file."""
     text = str(settings.path)
     return text if text.startswith("registry:") else None
+
+
+class ReloadSettings(Section):
+    """A new model version is loaded beside the serving one, checked and warmed up, then swapped in
+    between two batches; if it fails, the old one keeps serving (logged, and counted in
+    ``streamscore_model_reloads_total{result="failed"}``). ``SIGHUP`` always asks for a reload."""
+
+    watch: bool = False
+    """Check every ``interval_s`` whether a model file changed or a registry alias moved, and reload
+    when one did."""
+    interval_s: float = Field(default=5.0, gt=0)
+    """How often ``watch`` checks."""

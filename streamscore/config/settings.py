@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
-from streamscore.config.model import ModelSettings, RegistrySettings, registry_reference
+from streamscore.config.model import ModelSettings, RegistrySettings, ReloadSettings, registry_reference
 from streamscore.config.section import Section
 
 
@@ -177,6 +177,8 @@ class Settings(Section):
     """Named models for ``graph``, each like ``model`` plus the features it reads."""
     registry: RegistrySettings | None = None
     """The model registry that ``registry:NAME@ALIAS`` model paths are taken from."""
+    reload: ReloadSettings = ReloadSettings()
+    """Hot reload of new model versions (a changed file, a moved alias, ``SIGHUP``)."""
     graph: GraphSettings | None = None
     """How the ``models`` combine: an ensemble, a confidence-gated cascade, a chain, or routing
     by segment."""

@@ -167,6 +167,13 @@ class Scorer:
             matrix, routes = matrix[routed], routes[routed]
         return np.hstack([matrix, routes[:, None].astype(np.float32)]), keep
 
+    def swap(self, runner: ModelRunner) -> ModelRunner:
+        """Score with ``runner`` from the next batch on (call it between batches); returns the old one."""
+        old, self.runner = self.runner, runner
+        self._call = staged_call(runner)
+        self._probe = np.zeros_like(self._probe)
+        return old
+
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
         return dead_letter(msg, rejection, headers, self.spec.max_bytes, int(time.time() * 1000))
