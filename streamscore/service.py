@@ -9,16 +9,21 @@ import socket
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from streamscore.breaker import Breaker
-from streamscore.config import SegmentGraph, Settings
+from streamscore.config import GraphModelSettings, SegmentGraph, Settings
 from streamscore.core.batching import Batcher
+from streamscore.core.challengers import Challenger, Challengers
 from streamscore.core.graph import ModelGraph
 from streamscore.core.records import SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.core.segments import SegmentRouter
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
+from streamscore.destinations.kafka import ShadowTopic
 from streamscore.engines.base import Engine
+from streamscore.errors import ModelError
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
@@ -47,6 +52,7 @@ class Parts:
     runner: ModelRunner
     engine: Engine
     destinations: list[Destination]
+    challengers: Challengers
 
 
 def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> Parts:
@@ -55,8 +61,26 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
     engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
+    if settings.shadow is not None:
+        destinations.append(ShadowTopic(engine.producer, settings.shadow.topic))
     check_delivery(settings.delivery, engine.transactions, destinations)
-    return Parts(runner, engine, destinations)
+    return Parts(runner, engine, destinations, build_challengers(settings, plugins))
+
+
+def build_challengers(settings: Settings, plugins: Plugins) -> Challengers:
+    """The ``shadow`` and ``canary`` models, unloaded (registry references resolved)."""
+    settings, _ = resolve_settings(settings)
+
+    def challenger(key: str, model: GraphModelSettings) -> Challenger:
+        cols = settings.feature_columns(model.features)
+        width = settings.feature_width if cols is None else len(cols)
+        runner = plugins.runners.get(model.kind, f"{key}.model.kind")(model, width)
+        return Challenger(runner, None if cols is None else np.asarray(cols, dtype=np.intp), settings.feature_width)
+
+    shadow, canary = settings.shadow, settings.canary
+    return Challengers(None if shadow is None else challenger("shadow", shadow.model),
+                       None if canary is None else challenger("canary", canary.model),
+                       0.0 if canary is None else canary.share)
 
 
 def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
@@ -77,6 +101,22 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
     if isinstance(settings.graph, SegmentGraph):
         return SegmentRouter(settings.graph, columns, settings.feature_width, build, count)
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
+
+
+def load_challengers(challengers: Challengers) -> None:
+    """Load the shadow and canary; a failure names ``shadow.model`` or ``canary.model``."""
+    for key, c in (("shadow", challengers.shadow), ("canary", challengers.canary)):
+        if c is None:
+            continue
+        try:
+            c.runner.load()
+        except ModelError as exc:
+            text = str(exc)
+            for prefix in ("model.", "features:"):
+                if text.startswith(prefix):
+                    text = f"{key}.model.{text.removeprefix('model.')}"
+                    break
+            raise ModelError(text) from exc
 
 
 class Service:
@@ -101,6 +141,7 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
+        load_challengers(self.parts.challengers)
         self._model_info()
         self.reloader = Reloader(s, lambda: build_runner(s, self.plugins, self.metrics), self.metrics,
                                  self.reload_requested)
@@ -115,7 +156,7 @@ class Service:
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
-        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner, self.parts.challengers)
         self.pipeline = Pipeline(engine.source, self.scorer, outputs, committer, batcher, Breaker(s.breaker), b,
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
                                  between_batches=self.swap_model)
@@ -137,7 +178,8 @@ class Service:
     def _model_info(self) -> None:
         r = self.runner
         self.metrics.model_info.clear()
-        for runner in (list(r.runners.values()) if isinstance(r, ModelGraph | SegmentRouter) else [r]):
+        for runner in [*(r.runners.values() if isinstance(r, ModelGraph | SegmentRouter) else [r]),
+                       *self.parts.challengers.runners]:
             self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
 
     def run(self, stop: threading.Event | None = None) -> int:
@@ -166,3 +208,4 @@ class Service:
             destination.close()
         self.parts.engine.producer.close()
         self.runner.close()
+        self.parts.challengers.close()

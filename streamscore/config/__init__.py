@@ -1,5 +1,6 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
+from streamscore.config.challengers import CanarySettings, ShadowSettings
 from streamscore.config.graph import (
     AnyGraph,
     CascadeGraph,
@@ -30,6 +31,7 @@ __all__ = [
     "AnyGraph",
     "BatchingSettings",
     "BreakerSettings",
+    "CanarySettings",
     "CascadeGraph",
     "ChainGraph",
     "DecisionRule",
@@ -49,6 +51,7 @@ __all__ = [
     "ReloadSettings",
     "SegmentGraph",
     "Settings",
+    "ShadowSettings",
     "apply_env_overrides",
     "describe_validation_error",
     "load_settings",

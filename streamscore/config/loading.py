@@ -38,7 +38,8 @@ def load_settings(path: Path | str | None, env: Mapping[str, str] | None = None)
 def _resolve_model_path(raw: dict[str, Any], base: Path) -> None:
     models = raw.get("models")
     named = list(models.values()) if isinstance(models, dict) else []
-    for model in [raw.get("model"), *named]:
+    challengers = [c.get("model") for c in (raw.get("shadow"), raw.get("canary")) if isinstance(c, dict)]
+    for model in [raw.get("model"), *named, *challengers]:
         if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute() \
                 and not model["path"].startswith("registry:"):
             model["path"] = str((base / model["path"]).resolve())

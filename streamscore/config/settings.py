@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from streamscore.config.challengers import CanarySettings, ShadowSettings
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.model import ModelSettings, RegistrySettings, ReloadSettings, registry_reference
@@ -182,6 +183,10 @@ class Settings(Section):
     graph: GraphSettings | None = None
     """How the ``models`` combine: an ensemble, a confidence-gated cascade, a chain, or routing
     by segment."""
+    shadow: ShadowSettings | None = None
+    """A model scored on the same events as the champion, written to its own topic, never deciding."""
+    canary: CanarySettings | None = None
+    """A challenger that scores and decides for a stable share of keys."""
     decisions: DecisionSettings = DecisionSettings()
     """Score thresholds that turn a score into a decision label."""
     output: OutputSettings = OutputSettings()
@@ -215,8 +220,7 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
-        keyed = [("model", self.model)] if self.model is not None else []
-        for key, model in [*keyed, *((f"models.{n}", m) for n, m in self.models.items())]:
+        for key, model in self.all_models:
             ref = registry_reference(model)
             if ref is None:
                 continue
@@ -238,7 +242,27 @@ class Settings(Section):
         if self.model is not None:
             raise ValueError("model: give either 'model' or 'models' with a 'graph', not both")
         check_graph(self.graph, self.models, [f.name for f in self.features])
+        if self.canary is not None and self.graph.type == "segments":
+            raise ValueError("canary: not with a segments graph (route a segment to the challenger instead)")
         return self
+
+    @model_validator(mode="after")
+    def _challenger_features(self) -> Settings:
+        names = [f.name for f in self.features]
+        for key, section in (("shadow", self.shadow), ("canary", self.canary)):
+            for j, feature in enumerate(section.model.features or [] if section else []):
+                if feature not in names:
+                    raise ValueError(f"{key}.model.features[{j}]: unknown feature {feature!r} "
+                                     f"(features has: {', '.join(names)})")
+        return self
+
+    @property
+    def all_models(self) -> list[tuple[str, ModelSettings]]:
+        """Every model section with its key: ``model``, ``models.NAME``, ``shadow.model``, ``canary.model``."""
+        keyed: list[tuple[str, ModelSettings]] = [("model", self.model)] if self.model is not None else []
+        keyed += [(f"models.{n}", m) for n, m in self.models.items()]
+        keyed += [(f"{k}.model", c.model) for k, c in (("shadow", self.shadow), ("canary", self.canary)) if c]
+        return keyed
 
     @property
     def single_model(self) -> ModelSettings:

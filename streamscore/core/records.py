@@ -64,6 +64,20 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowBatch:
+    """The shadow's part of a scored batch: its records (one per scored event) and how far it
+    agreed with the champion on the rows it scored."""
+
+    outputs: list[bytes]
+    compared: int
+    """Rows the shadow scored (a row it failed on is recorded with a null score, not compared)."""
+    agreed: int
+    """Of those, rows where its decision equals the champion's."""
+    abs_difference: float
+    """Sum over those rows of |shadow score - champion score|."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScoredBatch:
     """What the scoring core made of one batch of messages.
 
@@ -77,6 +91,10 @@ class ScoredBatch:
     decisions: np.ndarray
     rejections: list[Rejection]
     inference_seconds: float
+    shadow: ShadowBatch | None = None
+    """With a ``shadow`` model: its records for the shadow topic, one per scored event."""
+    canary_rows: int = 0
+    """Scored events the canary scored and decided for (instead of the champion)."""
 
 
 @dataclass(frozen=True, slots=True)

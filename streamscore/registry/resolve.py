@@ -58,4 +58,10 @@ def resolve_settings(settings: Settings) -> tuple[Settings, dict[str, Resolved]]
             resolved[f"models.{name}"] = found
     if models:
         update["models"] = models
+    for key, section in (("shadow", settings.shadow), ("canary", settings.canary)):
+        if section is not None:
+            model, found = resolve_model(section.model, f"{key}.model", registry, section.model.features or names)
+            update[key] = section.model_copy(update={"model": model})
+            if found is not None:
+                resolved[f"{key}.model"] = found
     return settings.model_copy(update=update), resolved
