@@ -1,6 +1,7 @@
 """Train the demo fraud model on synthetic transactions and write it as ONNX, with its model card.
 
-    python scripts/train_demo_model.py            # writes streamscore/demo/fraud_model.onnx + MODEL_CARD.md
+    python scripts/train_demo_model.py            # writes streamscore/demo/fraud_model.onnx + MODEL_CARD.md,
+                                                  # then the pattern examples' models (train_pattern_models.py)
 
 The feature matrix is built by the service's own ``FeatureExtractor`` from the demo config, so
 training and serving see the same columns; an independent encoder in this script checks it.
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events generated (default 200000)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
     parser.add_argument("--out-dir", type=Path, default=DEMO, help="where the model and card go")
+    parser.add_argument("--skip-patterns", action="store_true",
+                        help="do not also train the pattern examples' small models (scripts/train_pattern_models.py)")
     args = parser.parse_args(argv)
 
     settings = load_settings(CONFIG, env={})
@@ -105,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     (args.out_dir / "MODEL_CARD.md").write_text(card)
     print(f"wrote {args.out_dir / 'MODEL_CARD.md'}")
+    if not args.skip_patterns:
+        from train_pattern_models import main as train_pattern_models  # this script's folder is on sys.path
+
+        return train_pattern_models([])
     return 0
 
 

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=20_000, help="events per second (0: as fast as possible)")
     demo.add_argument("--malformed-rate", type=float, default=0.002, help="fraction of deliberately bad events")
     demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
+    demo.add_argument("-c", "--config", type=Path, default=None,
+                      help="run this configuration (e.g. examples/cascade.yaml) instead of the packaged one")
     demo.set_defaults(command=_demo)
 
     add_models_command(commands)
@@ -128,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     return run_demo(DemoOptions(
         bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
-        malformed_rate=args.malformed_rate, provider=args.provider,
+        malformed_rate=args.malformed_rate, provider=args.provider, config=args.config,
     ))
 
 
