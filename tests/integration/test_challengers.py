@@ -1,6 +1,6 @@
 """Shadow and canary on the real broker, in one run: the shadow's records go to its own topic only
 (one per scored event, never in the score topic), agreement is exported; the canary scores and
-decides for exactly the keys its share takes."""
+decides for exactly the keys its share takes. A missing shadow topic is refused before the run."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamscore.config import load_settings
 from streamscore.core.challengers import canary_rows
 from streamscore.engines.kafka_admin import create_topics
+from streamscore.errors import BrokerError
+from streamscore.plugins import Plugins
+from streamscore.service import assemble
 from tests.integration.test_graph import linear_model
 from tests.integration.test_service import all_done, by_key, valid_events
 from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
@@ -26,13 +30,15 @@ def test_shadow_writes_only_its_own_topic_and_the_canary_decides_for_its_keys(
 ) -> None:
     t = topics()
     shadow_topic = f"{t.destination}-shadow"
-    create_topics(bootstrap, {shadow_topic: 2})
     with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
         shadow = {"path": str(demo), "name": "shadow", "version": "s1", "provider": "cpu",
                   "score_output": "probabilities"}
     canary = {"path": str(linear_model(tmp_path / "linear.onnx")), "name": "canary", "version": "c1",
               "provider": "cpu"}
     config = write_config(t, shadow={"model": shadow, "topic": shadow_topic}, canary={"model": canary, "share": 0.25})
+    with pytest.raises(BrokerError, match=rf"^shadow.topic: topic '{shadow_topic}' does not exist"):
+        assemble(load_settings(config, env={}), Plugins.default()).engine.check(10)  # what validate checks
+    create_topics(bootstrap, {shadow_topic: 2})
     inputs = valid_events(800)
     produce(bootstrap, t.source, inputs)
     proc = service(config)
