@@ -1,14 +1,27 @@
 """``streamscore models list|show|validate`` on a registry folder, and ``validate`` of a config
-whose model is a registry reference."""
+whose model is a registry reference (in-process through ``cli.main``: the command line's own
+parsing and exit codes, without an interpreter start per call)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+from streamscore.cli import main
 from streamscore.registry import ModelMetadata, Registry
-from tests.cli.test_validate import DEMO, linear_model, run_cli
+from tests.cli.test_validate import DEMO, linear_model
+
+Capture = pytest.CaptureFixture[str]
+
+
+def cli(capsys: Capture, *args: str) -> subprocess.CompletedProcess[str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
 def make_registry(tmp_path: Path) -> Registry:
@@ -22,32 +35,32 @@ def make_registry(tmp_path: Path) -> Registry:
     return reg
 
 
-def test_list_show_and_validate(tmp_path: Path) -> None:
+def test_list_show_and_validate(tmp_path: Path, capsys: Capture) -> None:
     reg = make_registry(tmp_path)
-    listed = run_cli("models", "--registry", str(reg.root), "list")
+    listed = cli(capsys, "models", "--registry", str(reg.root), "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "fraud: 1, 2 (production)"
-    shown = run_cli("models", "--registry", str(reg.root), "show", "fraud")
+    shown = cli(capsys, "models", "--registry", str(reg.root), "show", "fraud")
     assert shown.returncode == 0
     assert shown.stdout.startswith("fraud@2 (alias production)\n") and "owner: risk" in shown.stdout
-    ok = run_cli("models", "--registry", str(reg.root), "validate")
+    ok = cli(capsys, "models", "--registry", str(reg.root), "validate")
     assert (ok.returncode, ok.stdout.strip()) == (0, "2 versions of 1 models checked, 0 problems")
     (reg.root / "fraud/1/model.onnx").write_bytes(b"x")
-    bad = run_cli("models", "--registry", str(reg.root), "validate")
+    bad = cli(capsys, "models", "--registry", str(reg.root), "validate")
     assert bad.returncode == 1 and bad.stdout.startswith("problem: fraud@1:")
-    missing = run_cli("models", "--registry", str(reg.root), "show", "fraud@9")
+    missing = cli(capsys, "models", "--registry", str(reg.root), "show", "fraud@9")
     assert missing.returncode == 2 and missing.stderr.startswith("streamscore: error: registry: model 'fraud' has no")
 
 
-def test_validate_takes_the_model_from_the_registry(tmp_path: Path) -> None:
+def test_validate_takes_the_model_from_the_registry(tmp_path: Path, capsys: Capture) -> None:
     make_registry(tmp_path)
     config = yaml.safe_load(yaml.safe_dump(DEMO))
     config["model"] = {"path": "registry:fraud@production", "provider": "cpu"}
     config["registry"] = {"root": "registry"}  # relative to the config file
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run_cli("validate", "-c", str(path), "--skip-broker")
+    result = cli(capsys, "validate", "-c", str(path), "--skip-broker")
     assert result.returncode == 0, result.stderr
     assert "model ok: fraud 2 on CPUExecutionProvider" in result.stdout
-    listed = run_cli("models", "-c", str(path), "list")
+    listed = cli(capsys, "models", "-c", str(path), "list")
     assert listed.stdout.strip() == "fraud: 1, 2 (production)"
