@@ -23,7 +23,7 @@ from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.metrics import Metrics
 from streamscore.plugins import Plugins
-from streamscore.service import build_challengers, build_runner, load_challengers
+from streamscore.service import build_challengers, build_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "streamscore" / "demo" / "config.yaml", *sorted((ROOT / "examples").glob("*.yaml"))]
@@ -59,7 +59,7 @@ def scorer_for(settings: Settings, metrics: Metrics) -> Scorer:
     runner = build_runner(settings, Plugins.default(), metrics)
     runner.load()
     challengers = build_challengers(settings, Plugins.default())
-    load_challengers(challengers)
+    challengers.load()
     return Scorer(ScoringSpec.from_settings(settings), runner, challengers)
 
 

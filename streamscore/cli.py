@@ -107,14 +107,14 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from streamscore.config import Settings
     from streamscore.plugins import Plugins
-    from streamscore.service import assemble, load_challengers
+    from streamscore.service import assemble
 
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
     parts = assemble(settings, Plugins.default())  # what run builds, refused the same way
     runner = parts.runner
     runner.load()
-    load_challengers(parts.challengers)
+    parts.challengers.load()
     print(f"config ok: {args.config}")
     print(f"model ok: {runner.name} {runner.version} on {runner.provider}, {settings.feature_width} feature columns")
     if not args.skip_broker:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from streamscore.config import Settings
+from streamscore.core.challengers import Challengers
 from streamscore.core.model import ModelRunner
 from streamscore.metrics import Metrics
 from streamscore.registry.resolve import resolve_settings
@@ -29,9 +31,8 @@ def fingerprint(settings: Settings) -> tuple[Fingerprint, str]:
     """What the models resolve to now, and that in words (``model: fraud@3``); raises ConfigError
     or OSError when it cannot be read."""
     resolved, found = resolve_settings(settings)
-    keyed = [("model", resolved.model)] if resolved.model is not None else []
     out = []
-    for key, model in [*keyed, *((f"models.{n}", m) for n, m in resolved.models.items())]:
+    for key, model in resolved.all_models:
         stat = model.path.stat()
         out.append((key, str(model.path), stat.st_size, stat.st_mtime_ns))
     words = ", ".join(f"{key}: {f.name}@{f.version}" if (f := found.get(key)) else f"{key}: {path}"
@@ -39,10 +40,34 @@ def fingerprint(settings: Settings) -> tuple[Fingerprint, str]:
     return tuple(out), words
 
 
-class Reloader:
-    """Loads new versions in the background; ``take`` hands over at most one, ready to serve."""
+@dataclass
+class Models:
+    """What a reload replaces: the champion (a model or a graph) and the shadow and canary."""
 
-    def __init__(self, settings: Settings, build: Callable[[], ModelRunner], metrics: Metrics,
+    runner: ModelRunner
+    challengers: Challengers
+
+    @property
+    def name(self) -> str:
+        return self.runner.name
+
+    @property
+    def version(self) -> str:
+        return self.runner.version
+
+    def load(self) -> None:
+        self.runner.load()
+        self.challengers.load()
+
+    def close(self) -> None:
+        self.runner.close()
+        self.challengers.close()
+
+
+class Reloader:
+    """Loads new versions in the background; ``take`` hands over at most one set, ready to serve."""
+
+    def __init__(self, settings: Settings, build: Callable[[], Models], metrics: Metrics,
                  requested: threading.Event | None = None) -> None:
         self.settings = settings
         self.build = build
@@ -52,7 +77,7 @@ class Reloader:
         self.interval = settings.reload.interval_s if settings.reload.watch else None
         self._current = fingerprint(settings)[0]
         self._failed: Fingerprint | None = None
-        self._pending: ModelRunner | None = None
+        self._pending: Models | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
@@ -69,8 +94,8 @@ class Reloader:
         if pending is not None:
             pending.close()
 
-    def take(self) -> ModelRunner | None:
-        """The loaded new runner, once (None when there is none)."""
+    def take(self) -> Models | None:
+        """The loaded new models, once (None when there are none)."""
         with self._lock:
             runner, self._pending = self._pending, None
         return runner
@@ -92,8 +117,8 @@ class Reloader:
             now, what = fingerprint(self.settings)
             if not forced and now in (self._current, self._failed):
                 return False
-            runner = self.build()
-            runner.load()
+            models = self.build()
+            models.load()
         except Exception as exc:  # noqa: BLE001 - whatever fails, the serving runner stays
             self._failed = now
             self.metrics.model_reloads.labels("failed").inc()
@@ -101,7 +126,7 @@ class Reloader:
                       (str(exc).splitlines() or [type(exc).__name__])[0])
             return False
         with self._lock:
-            stale, self._pending = self._pending, runner
+            stale, self._pending = self._pending, models
         if stale is not None:
             stale.close()
         self._current, self._failed = now, None

@@ -23,12 +23,11 @@ from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.destinations.kafka import ShadowTopic
 from streamscore.engines.base import Engine
-from streamscore.errors import ModelError
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.registry.resolve import resolve_settings
-from streamscore.reload import Reloader
+from streamscore.reload import Models, Reloader
 from streamscore.runners.base import ModelRunner
 from streamscore.server import Health, HttpServer
 
@@ -103,22 +102,6 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
 
 
-def load_challengers(challengers: Challengers) -> None:
-    """Load the shadow and canary; a failure names ``shadow.model`` or ``canary.model``."""
-    for key, c in (("shadow", challengers.shadow), ("canary", challengers.canary)):
-        if c is None:
-            continue
-        try:
-            c.runner.load()
-        except ModelError as exc:
-            text = str(exc)
-            for prefix in ("model.", "features:"):
-                if text.startswith(prefix):
-                    text = f"{key}.model.{text.removeprefix('model.')}"
-                    break
-            raise ModelError(text) from exc
-
-
 class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
@@ -129,6 +112,7 @@ class Service:
         self.plugins = plugins or Plugins.default()
         self.parts = assemble(settings, self.plugins, self.metrics)
         self.runner = self.parts.runner
+        self.challengers = self.parts.challengers
         self.reload_requested = reload or threading.Event()
         """Set (by ``SIGHUP``) to reload the models."""
         self.reloader: Reloader | None = None
@@ -141,10 +125,11 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        load_challengers(self.parts.challengers)
+        self.challengers.load()
         self._model_info()
-        self.reloader = Reloader(s, lambda: build_runner(s, self.plugins, self.metrics), self.metrics,
-                                 self.reload_requested)
+        self.reloader = Reloader(s, lambda: Models(build_runner(s, self.plugins, self.metrics),
+                                                   build_challengers(s, self.plugins)),
+                                 self.metrics, self.reload_requested)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
@@ -156,7 +141,7 @@ class Service:
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
-        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner, self.parts.challengers)
+        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner, self.challengers)
         self.pipeline = Pipeline(engine.source, self.scorer, outputs, committer, batcher, Breaker(s.breaker), b,
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
                                  between_batches=self.swap_model)
@@ -165,12 +150,14 @@ class Service:
 
     def swap_model(self) -> None:
         """Between two batches: put a newly loaded model version in, close the old one."""
-        runner = self.reloader.take() if self.reloader is not None else None
-        if runner is None or self.scorer is None:
+        models = self.reloader.take() if self.reloader is not None else None
+        if models is None or self.scorer is None:
             return
-        old = self.scorer.swap(runner)
-        self.runner = runner
+        runner = models.runner
+        old = self.scorer.swap(runner, models.challengers)
+        old_challengers, self.runner, self.challengers = self.challengers, runner, models.challengers
         old.close()
+        old_challengers.close()
         self.metrics.model_reloads.labels("ok").inc()
         self._model_info()
         log.info("model %s version %s now serving (was %s)", runner.name, runner.version, old.version)
@@ -179,7 +166,7 @@ class Service:
         r = self.runner
         self.metrics.model_info.clear()
         for runner in [*(r.runners.values() if isinstance(r, ModelGraph | SegmentRouter) else [r]),
-                       *self.parts.challengers.runners]:
+                       *self.challengers.runners]:
             self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
 
     def run(self, stop: threading.Event | None = None) -> int:
@@ -208,4 +195,4 @@ class Service:
             destination.close()
         self.parts.engine.producer.close()
         self.runner.close()
-        self.parts.challengers.close()
+        self.challengers.close()

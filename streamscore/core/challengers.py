@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamscore.core.model import ModelRunner
+from streamscore.errors import ModelError
 
 KEY_SPACE = 2**32
 
@@ -56,8 +57,19 @@ class Challengers:
         return [c.runner for c in (self.shadow, self.canary) if c is not None]
 
     def load(self) -> None:
-        for runner in self.runners:
-            runner.load()
+        """Load the shadow and canary; a failure names ``shadow.model`` or ``canary.model``."""
+        for key, c in (("shadow", self.shadow), ("canary", self.canary)):
+            if c is None:
+                continue
+            try:
+                c.runner.load()
+            except ModelError as exc:
+                text = str(exc)
+                for prefix in ("model.", "features:"):
+                    if text.startswith(prefix):
+                        text = f"{key}.model.{text.removeprefix('model.')}"
+                        break
+                raise ModelError(text) from exc
 
     def close(self) -> None:
         for runner in self.runners:

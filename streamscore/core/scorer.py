@@ -237,9 +237,12 @@ class Scorer:
             matrix, routes = matrix[routed], routes[routed]
         return np.hstack([matrix, routes[:, None].astype(np.float32)]), keep
 
-    def swap(self, runner: ModelRunner) -> ModelRunner:
-        """Score with ``runner`` from the next batch on (call it between batches); returns the old one."""
+    def swap(self, runner: ModelRunner, challengers: Challengers | None = None) -> ModelRunner:
+        """Score with ``runner`` (and ``challengers``, when given) from the next batch on (call it
+        between batches); returns the old runner."""
         old, self.runner = self.runner, runner
+        if challengers is not None:
+            self.challengers = challengers
         self._call = staged_call(runner)
         self._probe = np.zeros_like(self._probe)
         return old

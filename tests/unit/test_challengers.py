@@ -17,7 +17,7 @@ from streamscore.core.challengers import canary_rows
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.metrics import Metrics
 from streamscore.plugins import Plugins
-from streamscore.service import build_challengers, build_runner, load_challengers
+from streamscore.service import build_challengers, build_runner
 from tests.unit.fakes import Message
 from tests.unit.test_graph import FEATURES, direct, linear, model
 from tests.unit.test_registry import KAFKA
@@ -38,7 +38,7 @@ def scorer(paths: dict[str, Path], **sections: Any) -> Scorer:
     runner = build_runner(s, Plugins.default())
     runner.load()
     challengers = build_challengers(s, Plugins.default())
-    load_challengers(challengers)
+    challengers.load()
     return Scorer(ScoringSpec.from_settings(s), runner, challengers)
 
 

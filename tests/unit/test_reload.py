@@ -16,8 +16,8 @@ from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.metrics import Metrics
 from streamscore.plugins import Plugins
 from streamscore.registry import ModelMetadata, Registry
-from streamscore.reload import Reloader
-from streamscore.service import build_runner
+from streamscore.reload import Models, Reloader
+from streamscore.service import build_challengers, build_runner
 from tests.unit.fakes import Message
 from tests.unit.test_graph import linear
 from tests.unit.test_registry import KAFKA, config
@@ -33,7 +33,8 @@ def registry(tmp_path: Path) -> Registry:
 
 
 def reloader(s: Settings, metrics: Metrics) -> Reloader:
-    return Reloader(s, lambda: build_runner(s, Plugins.default(), metrics), metrics)
+    return Reloader(s, lambda: Models(build_runner(s, Plugins.default(), metrics),
+                                      build_challengers(s, Plugins.default())), metrics)
 
 
 def test_a_moved_alias_loads_the_new_version_once(registry: Registry) -> None:
@@ -42,8 +43,8 @@ def test_a_moved_alias_loads_the_new_version_once(registry: Registry) -> None:
     assert not r.check() and r.take() is None, "nothing changed"
     registry.set_alias("fraud", "production", "2")
     assert r.check()
-    runner = r.take()
-    assert runner is not None and runner.version == "2"
+    models = r.take()
+    assert models is not None and models.runner.version == "2"
     assert r.take() is None and not r.check(), "handed over once; the new state is now the current one"
 
 
@@ -71,8 +72,8 @@ def test_a_changed_file_is_reloaded(tmp_path: Path) -> None:
     linear(tmp_path / "new.onnx", [[0.3]] * 3).replace(path)
     os.utime(path, ns=(1, 1))  # a different modification time even on a coarse clock
     assert r.check()
-    runner = r.take()
-    assert runner is not None and runner.version.startswith("sha256:")
+    models = r.take()
+    assert models is not None and models.runner.version.startswith("sha256:")
 
 
 def test_records_after_a_swap_name_the_new_version(registry: Registry) -> None:
@@ -89,3 +90,17 @@ def test_records_after_a_swap_name_the_new_version(registry: Registry) -> None:
     after = [orjson.loads(o) for o in scorer.score(batch).outputs]
     assert {r["model_version"] for r in before} == {"1"} and {r["model_version"] for r in after} == {"2"}
     assert [r["score"] for r in after] == pytest.approx([2 * r["score"] for r in before], rel=1e-6)
+
+
+def test_a_moved_shadow_alias_reloads_the_shadow_too(registry: Registry) -> None:
+    s = Settings.model_validate({
+        "kafka": KAFKA, "features": [{"name": n} for n in "abc"], "registry": {"root": str(registry.root)},
+        "model": {"path": "registry:fraud@production", "provider": "cpu", "warmup_batches": 0},
+        "shadow": {"model": {"path": "registry:fraud@shadow", "provider": "cpu", "warmup_batches": 0}, "topic": "sh"}})
+    registry.set_alias("fraud", "shadow", "1")
+    r = reloader(s, Metrics())
+    registry.set_alias("fraud", "shadow", "2")
+    assert r.check()
+    models = r.take()
+    assert models is not None and models.challengers.shadow is not None
+    assert (models.runner.version, models.challengers.shadow.runner.version) == ("1", "2")
