@@ -2,6 +2,8 @@
 
     python scripts/train_demo_model.py            # writes streamscore/demo/fraud_model.onnx + MODEL_CARD.md
     python scripts/train_demo_model.py --profile-only   # only fraud_model.profile.json, for the model there
+    python scripts/train_demo_model.py            # writes streamscore/demo/fraud_model.onnx + MODEL_CARD.md,
+                                                  # then the pattern examples' models (train_pattern_models.py)
 
 The feature matrix is built by the service's own ``FeatureExtractor`` from the demo config, so
 training and serving see the same columns; an independent encoder in this script checks it.
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=DEMO, help="where the model and card go")
     parser.add_argument("--profile-only", action="store_true",
                         help="write only the reference profile of the model already in --out-dir")
+    parser.add_argument("--skip-patterns", action="store_true",
+                        help="do not also train the pattern examples' small models (scripts/train_pattern_models.py)")
     args = parser.parse_args(argv)
     if args.profile_only:
         events, _ = TransactionGenerator(seed=args.seed).labelled(args.events)
@@ -113,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out_dir / "MODEL_CARD.md").write_text(card)
     print(f"wrote {args.out_dir / 'MODEL_CARD.md'}")
     write_reference_profile(events, args)
+    if not args.skip_patterns:
+        from train_pattern_models import main as train_pattern_models  # this script's folder is on sys.path
+
+        return train_pattern_models([])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``streamscore run|serve|validate|batch|demo|broker``. Builds settings and calls in; no logic.
+"""Command line: ``streamscore run|serve|validate|batch|demo|models|broker``. Builds settings and calls in;
+no logic.
 
 Exit codes: 0 success; 1 a runtime failure (broker, delivery, unfinished drain); 2 a configuration
 error, reported on one line that names the key.
@@ -18,6 +19,7 @@ from streamscore import __version__
 from streamscore.commands import optimize, profile
 from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.logs import configure_logging
+from streamscore.registry.commands import add_models_command
 
 log = logging.getLogger("streamscore")
 
@@ -75,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=20_000, help="events per second (0: as fast as possible)")
     demo.add_argument("--malformed-rate", type=float, default=0.002, help="fraction of deliberately bad events")
     demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
+    demo.add_argument("-c", "--config", type=Path, default=None,
+                      help="run this configuration (e.g. examples/cascade.yaml) instead of the packaged one")
     demo.set_defaults(command=_demo)
+
+    add_models_command(commands)
 
     broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) until Ctrl+C")
     broker.add_argument("--host", default="127.0.0.1")
@@ -95,11 +101,12 @@ def _load(path: Path, level_override: str | None) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamscore.signals import stop_on_signals
+    from streamscore.signals import reload_on_sighup, stop_on_signals
 
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     if args.workers == 1:  # first, before the heavy imports: a stop during start-up is a clean stop
         stop_on_signals(stop)
+        reload_on_sighup(reload)
     from streamscore.config import Settings
     from streamscore.service import Service, transactional_id
 
@@ -112,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_workers(args.config, args.workers, settings.metrics.port, args.log_level,
                            transactional_id(settings))
-    return Service(settings, serve=args.serve).run(stop)
+    return Service(settings, serve=args.serve, reload=reload).run(stop)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -138,6 +145,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     runner = parts.runner
     runner.load()
+    parts.challengers.load()
     print(f"config ok: {args.config}")
     print(f"model ok: {runner.name} {runner.version} on {runner.provider}, {settings.feature_width} feature columns")
     if not args.skip_broker:
@@ -168,7 +176,7 @@ def _demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     return run_demo(DemoOptions(
         bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
-        malformed_rate=args.malformed_rate, provider=args.provider,
+        malformed_rate=args.malformed_rate, provider=args.provider, config=args.config,
     ))
 
 

@@ -228,6 +228,27 @@ class Metrics:
         self.stage_rows = Counter("streamscore_graph_stage_rows",
                                   "Rows each model of a graph was called with, by model (a cascade's second "
                                   "stage counts only its gated rows).", ["stage"], registry=r)
+        self.model_reloads = Counter("streamscore_model_reloads",
+                                     "New model versions loaded beside the serving one, by result: ok (swapped in "
+                                     "at the next batch) or failed (the serving version stays).", ["result"],
+                                     registry=r)
+        self.shadow_compared = Counter("streamscore_shadow_compared",
+                                       "Events the shadow model scored beside the champion.", registry=r)
+        self.shadow_agreements = Counter("streamscore_shadow_agreements",
+                                         "Of those, events where the shadow's decision equals the champion's.",
+                                         registry=r)
+        self.shadow_abs_difference = Counter("streamscore_shadow_score_abs_difference",
+                                             "Sum of |shadow score - champion score| over the compared events.",
+                                             registry=r)
+        self.shadow_agreement_ratio = Gauge("streamscore_shadow_decision_agreement_ratio",
+                                            "Decision agreement rate of the shadow with the champion since start.",
+                                            registry=r)
+        self.shadow_mean_abs_difference = Gauge("streamscore_shadow_score_mean_abs_difference",
+                                                "Mean |shadow score - champion score| since start.", registry=r)
+        self.canary_events = Counter("streamscore_canary_events",
+                                     "Events the canary scored and decided for instead of the champion.", registry=r)
+        self._shadow_sums = [0, 0, 0.0]
+        """compared, agreed, absolute difference: the gauges' running totals."""
         self.model_info = Gauge("streamscore_model_info", "The loaded model (value 1).",
                                 ["model", "version", "provider"], registry=r)
         self.serve_requests = Counter("streamscore_serve_requests",
@@ -292,7 +313,22 @@ class Metrics:
         self.inference_seconds.observe(result.inference_seconds)
         for reason, count in collections.Counter(r.reason for r in result.rejections).items():
             self.dead_lettered.labels(str(reason)).inc(count)
+        if result.canary_rows:
+            self.canary_events.inc(result.canary_rows)
+        if result.shadow is not None and result.shadow.compared:
+            self._count_shadow(result.shadow.compared, result.shadow.agreed, result.shadow.abs_difference)
         return self.count_decisions(labels, result.decisions)
+
+    def _count_shadow(self, compared: int, agreed: int, abs_difference: float) -> None:
+        self.shadow_compared.inc(compared)
+        self.shadow_agreements.inc(agreed)
+        self.shadow_abs_difference.inc(abs_difference)
+        sums = self._shadow_sums
+        sums[0] += compared
+        sums[1] += agreed
+        sums[2] += abs_difference
+        self.shadow_agreement_ratio.set(sums[1] / sums[0])
+        self.shadow_mean_abs_difference.set(sums[2] / sums[0])
 
     def count_decisions(self, labels: Sequence[str], indices: np.ndarray) -> list[int]:
         """Count a batch's decisions (label indices); returns the count per label."""

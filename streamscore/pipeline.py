@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from streamscore.breaker import Breaker
 from streamscore.config import BatchingSettings
@@ -43,7 +43,7 @@ class Pipeline:
     def __init__(self, source: Source, scorer: Scorer, outputs: Outputs, committer: Committer,
                  batcher: Batcher[SourceMessage], breaker: Breaker, batching: BatchingSettings,
                  metrics: Metrics, health: Health | None = None, leave_timeout: float = 10.0,
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftMonitor | None = None, between_batches: Callable[[], None] | None = None) -> None:
         self.source = source
         self.scorer = scorer
         self.outputs = outputs
@@ -53,10 +53,12 @@ class Pipeline:
         self.batching = batching
         self.metrics = metrics
         self.health = health or Health()
+        self.between_batches = between_batches
+        """Called at the start of every turn, when no batch is being scored (a model swap goes here)."""
         self.leave_timeout = leave_timeout
+        """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.drift = drift
         """Counts the scored rows' feature and score bins, when the model has a reference profile."""
-        """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.totals = Totals(decisions=dict.fromkeys(scorer.policy.labels, 0))
         self._commit_interval = batching.commit_interval_ms / 1000.0
         self._commit_early_at = batching.max_in_flight * COMMIT_EARLY_FRACTION
@@ -109,6 +111,8 @@ class Pipeline:
         uncommitted = self.committer.tracker.uncommitted
         window_full = uncommitted >= self.batching.max_in_flight
         self.pausing.update(sorted(self.committer.assigned), uncommitted, self.breaker.open)
+        if self.between_batches is not None:
+            self.between_batches()
         if self.breaker.retry_due:
             self._retry()
         self._consume_once()

@@ -7,16 +7,22 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from streamscore.breaker import Breaker
-from streamscore.config import Settings
+from streamscore.config import GraphModelSettings, SegmentGraph, Settings
 from streamscore.core.batching import Batcher
+from streamscore.core.challengers import Challenger, Challengers
 from streamscore.core.graph import ModelGraph
 from streamscore.core.records import SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
+from streamscore.core.segments import SegmentRouter
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
+from streamscore.destinations.kafka import ShadowTopic
 from streamscore.engines.base import Engine
 from streamscore.errors import ConfigError
 from streamscore.metrics import Metrics
@@ -24,6 +30,8 @@ from streamscore.monitoring.drift import DriftMonitor
 from streamscore.monitoring.profile import monitor_from_profile, profile_path, read_profile
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
+from streamscore.registry.resolve import resolve_settings
+from streamscore.reload import Models, Reloader
 from streamscore.runners.base import ModelRunner
 from streamscore.server import Health, HttpServer
 from streamscore.serving.server import RestServer, rest_server
@@ -48,6 +56,7 @@ class Parts:
     runner: ModelRunner
     engine: Engine
     destinations: list[Destination]
+    challengers: Challengers
     drift: DriftMonitor | None = None
 
 
@@ -57,13 +66,33 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
     engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
+    if settings.shadow is not None:
+        destinations.append(ShadowTopic(engine.producer, settings.shadow.topic))
     check_delivery(settings.delivery, engine.transactions, destinations)
-    return Parts(runner, engine, destinations, build_drift_monitor(settings))
+    return Parts(runner, engine, destinations, build_challengers(settings, plugins), build_drift_monitor(settings))
+
+
+def build_challengers(settings: Settings, plugins: Plugins) -> Challengers:
+    """The ``shadow`` and ``canary`` models, unloaded (registry references resolved)."""
+    settings, _ = resolve_settings(settings)
+
+    def challenger(key: str, model: GraphModelSettings) -> Challenger:
+        cols = settings.feature_columns(model.features)
+        width = settings.feature_width if cols is None else len(cols)
+        runner = plugins.runners.get(model.kind, f"{key}.model.kind")(model, width)
+        return Challenger(runner, None if cols is None else np.asarray(cols, dtype=np.intp), settings.feature_width)
+
+    shadow, canary = settings.shadow, settings.canary
+    return Challengers(None if shadow is None else challenger("shadow", shadow.model),
+                       None if canary is None else challenger("canary", canary.model),
+                       0.0 if canary is None else canary.share)
 
 
 def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> ModelRunner:
     """The model runner: ``model`` through the runner registry, or a ``ModelGraph`` whose models are
-    built through it (``metrics`` counts the rows each of them scores)."""
+    built through it (``metrics`` counts the rows each of them scores). Registry references are
+    resolved here, each time: a runner built again after an alias moved takes the new version."""
+    settings, _ = resolve_settings(settings)
     if settings.graph is None:
         assert settings.model is not None  # the settings require one or the other
         return plugins.runners.get(settings.model.kind)(settings.model, settings.feature_width)
@@ -74,13 +103,17 @@ def build_runner(settings: Settings, plugins: Plugins, metrics: Metrics | None =
 
     count = None if metrics is None else metrics.count_stage
     columns = {name: settings.feature_columns(m.features) for name, m in settings.models.items()}
+    if isinstance(settings.graph, SegmentGraph):
+        return SegmentRouter(settings.graph, columns, settings.feature_width, build, count)
     return ModelGraph(settings.graph, columns, settings.feature_width, build, settings.decisions, count)
 
 
-def report_models(runner: ModelRunner, metrics: Metrics) -> None:
-    """``streamscore_model_info``: one series per loaded model (each model of a graph)."""
-    loaded = runner.runners.values() if isinstance(runner, ModelGraph) else [runner]
-    for model in loaded:
+def report_models(runner: ModelRunner, metrics: Metrics, challengers: Sequence[ModelRunner] = ()) -> None:
+    """``streamscore_model_info``: one series per loaded model (each model of a graph or segment
+    router, and the shadow and canary), replacing what it said before a reload."""
+    metrics.model_info.clear()
+    loaded = runner.runners.values() if isinstance(runner, ModelGraph | SegmentRouter) else [runner]
+    for model in [*loaded, *challengers]:
         metrics.model_info.labels(model.name, model.version, model.provider).set(1)
 
 
@@ -124,13 +157,19 @@ class Service:
     """One scoring process. ``run`` returns the process exit code."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None, plugins: Plugins | None = None,
-                 serve: bool = False) -> None:
+                 serve: bool = False, reload: threading.Event | None = None) -> None:
         self.settings = settings
         self.serve = serve
         """Also serve REST (``serve`` section) over the same loaded models."""
         self.metrics = metrics or Metrics()
-        self.parts = assemble(settings, plugins or Plugins.default(), self.metrics)
+        self.plugins = plugins or Plugins.default()
+        self.parts = assemble(settings, self.plugins, self.metrics)
         self.runner = self.parts.runner
+        self.challengers = self.parts.challengers
+        self.reload_requested = reload or threading.Event()
+        """Set (by ``SIGHUP``) to reload the models."""
+        self.reloader: Reloader | None = None
+        self.scorer: Scorer | None = None
         self.health = Health()
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
@@ -140,9 +179,13 @@ class Service:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
         self.runner.load()
-        report_models(self.runner, self.metrics)
+        self.challengers.load()
+        self._model_info()
+        self.reloader = Reloader(s, lambda: Models(build_runner(s, self.plugins, self.metrics),
+                                                   build_challengers(s, self.plugins)),
+                                 self.metrics, self.reload_requested)
         if self.serve:  # binds now: a taken serve.port is refused before the broker is contacted
-            self.rest = rest_server(s, self.runner, self.metrics)
+            self.rest = rest_server(s, self.runner, self.metrics, current=lambda: self.runner)
         engine.check(BROKER_CHECK_TIMEOUT)
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
@@ -157,14 +200,33 @@ class Service:
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
                                     engine.transactions)
-        scorer = Scorer(ScoringSpec.from_settings(s), self.runner)
+        self.scorer = Scorer(ScoringSpec.from_settings(s), self.runner, self.challengers)
         drift, m = self.parts.drift, s.monitoring
         if drift is not None:
             self.metrics.watch_drift(drift, m.psi_threshold, m.default_rate_increase, m.unknown_rate_increase)
-        self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
+        self.pipeline = Pipeline(engine.source, self.scorer, outputs, committer, batcher, Breaker(s.breaker), b,
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
-                                 drift=drift)
+                                 drift=drift, between_batches=self.swap_model)
+        self.reloader.start()
         return self.pipeline
+
+    def swap_model(self) -> None:
+        """Between two batches: put a newly loaded model version in, close the old one."""
+        models = self.reloader.take() if self.reloader is not None else None
+        if models is None or self.scorer is None:
+            return
+        runner = models.runner
+        old = self.scorer.swap(runner, models.challengers)
+        old_challengers, self.runner, self.challengers = self.challengers, runner, models.challengers
+        if self.rest is None:  # else REST may be scoring on it still: freed when its last reference goes
+            old.close()
+        old_challengers.close()
+        self.metrics.model_reloads.labels("ok").inc()
+        self._model_info()
+        log.info("model %s version %s now serving (was %s)", runner.name, runner.version, old.version)
+
+    def _model_info(self) -> None:
+        report_models(self.runner, self.metrics, self.challengers.runners)
 
     def run(self, stop: threading.Event | None = None) -> int:
         stop = stop or threading.Event()
@@ -185,6 +247,9 @@ class Service:
         if self.rest is not None:
             self.rest.stop()
             self.rest = None
+        if self.reloader is not None:
+            self.reloader.stop()
+            self.reloader = None
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -192,3 +257,4 @@ class Service:
             destination.close()
         self.parts.engine.producer.close()
         self.runner.close()
+        self.challengers.close()

@@ -1,6 +1,7 @@
-"""SIGTERM/SIGINT as a stop request. Kept free of heavy imports, so that the command line installs
-the handlers before it loads numpy, onnxruntime and librdkafka: a signal that lands while the
-service is still starting asks for a clean stop instead of killing the process."""
+"""SIGTERM/SIGINT as a stop request, SIGHUP as a reload request. Kept free of heavy imports, so
+that the command line installs the handlers before it loads numpy, onnxruntime and librdkafka: a
+signal that lands while the service is still starting asks for a clean stop instead of killing
+the process."""
 
 from __future__ import annotations
 
@@ -24,3 +25,13 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def reload_on_sighup(requested: threading.Event) -> None:
+    """SIGHUP asks for the models to be loaded again (``streamscore.reload``)."""
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        log.info("SIGHUP received: reloading the models")
+        requested.set()
+
+    signal.signal(signal.SIGHUP, handle)

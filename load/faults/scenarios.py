@@ -438,6 +438,8 @@ class Scenario:
     full: Size
     brokers: tuple[str, ...] = ("tansu", "kafka")
     """The brokers it can run on (the broker-crash scenarios need Apache Kafka's disk storage)."""
+    why_brokers: str = ""
+    """Why it runs on only some brokers, when that is not the broker-crash reason."""
 
 
 SCENARIOS: dict[str, Scenario] = {

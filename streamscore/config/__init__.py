@@ -1,9 +1,18 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
-from streamscore.config.graph import CascadeGraph, ChainGraph, EnsembleGraph, GraphModelSettings, GraphSettings
+from streamscore.config.challengers import CanarySettings, ShadowSettings
+from streamscore.config.graph import (
+    AnyGraph,
+    CascadeGraph,
+    ChainGraph,
+    EnsembleGraph,
+    GraphModelSettings,
+    GraphSettings,
+    SegmentGraph,
+)
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
-from streamscore.config.model import ModelSettings, Provider
+from streamscore.config.model import ModelSettings, Provider, RegistrySettings, ReloadSettings, registry_reference
 from streamscore.config.serve import ServeSettings
 from streamscore.config.settings import (
     BatchingSettings,
@@ -21,8 +30,10 @@ from streamscore.config.settings import (
 
 __all__ = [
     "ENV_PREFIX",
+    "AnyGraph",
     "BatchingSettings",
     "BreakerSettings",
+    "CanarySettings",
     "CascadeGraph",
     "ChainGraph",
     "DecisionRule",
@@ -39,9 +50,14 @@ __all__ = [
     "MonitoringSettings",
     "OutputSettings",
     "Provider",
+    "RegistrySettings",
+    "ReloadSettings",
+    "SegmentGraph",
     "ServeSettings",
     "Settings",
+    "ShadowSettings",
     "apply_env_overrides",
     "describe_validation_error",
     "load_settings",
+    "registry_reference",
 ]

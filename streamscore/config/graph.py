@@ -88,23 +88,55 @@ class ChainGraph(Section):
         return list(self.stages)
 
 
-GraphSettings = Annotated[EnsembleGraph | CascadeGraph | ChainGraph, Field(discriminator="type")]
+class SegmentGraph(Section):
+    type: Literal["segments"]
+    """Each event goes to the model of its segment (the value at ``field``); a batch is split by
+    segment and each part scored in one call."""
+    field: str
+    """Dotted path of the segment value in the event JSON (e.g. ``merchant.country``); a string,
+    an integer (matched as its decimal text) or a boolean (``true``/``false``)."""
+    routes: dict[str, str] = Field(min_length=1)
+    """Segment value -> name from ``models``. Several segments may share a model."""
+    default: str | None = None
+    """Model for events whose segment has no route (or no segment value); without one they go to
+    the dead-letter topic with reason ``no_model``."""
+    max_loaded: int | None = Field(default=None, ge=1)
+    """At most this many of the segment models are loaded at once; the least recently used is
+    unloaded to make room (null: all stay loaded). Every model is loaded and checked at start."""
+
+    @property
+    def names(self) -> list[str]:
+        """The distinct models routed to, in route order, then the default."""
+        return list(dict.fromkeys([*self.routes.values(), *([self.default] if self.default else [])]))
 
 
-def check_graph(graph: EnsembleGraph | CascadeGraph | ChainGraph, models: dict[str, GraphModelSettings],
-                features: list[str]) -> None:
+AnyGraph = EnsembleGraph | CascadeGraph | ChainGraph | SegmentGraph
+GraphSettings = Annotated[AnyGraph, Field(discriminator="type")]
+
+
+def _check_segments(graph: SegmentGraph, models: dict[str, GraphModelSettings]) -> set[str]:
+    known = ", ".join(sorted(models)) or "none"
+    for key, name in [*((f"graph.routes.{v}", n) for v, n in graph.routes.items()), ("graph.default", graph.default)]:
+        if name is not None and name not in models:
+            raise ValueError(f"{key}: unknown model {name!r} (models has: {known})")
+    return set(graph.names)
+
+
+def check_graph(graph: AnyGraph, models: dict[str, GraphModelSettings], features: list[str]) -> None:
     """Names only: every graph name is a model, none twice (a cycle), every model used, every
     feature a model reads exists. Raises ValueError whose text starts with the key."""
-    fields = {"ensemble": "members", "cascade": "stages", "chain": "stages"}
-    field = fields[graph.type]
     seen: set[str] = set()
-    for i, name in enumerate(graph.names):
-        key = f"graph.{field}[{i}]" if i < len(getattr(graph, field)) else "graph.meta"
-        if name not in models:
-            raise ValueError(f"{key}: unknown model {name!r} (models has: {', '.join(sorted(models)) or 'none'})")
-        if name in seen:
-            raise ValueError(f"{key}: model {name!r} appears twice in the graph (a cycle)")
-        seen.add(name)
+    if isinstance(graph, SegmentGraph):
+        seen = _check_segments(graph, models)
+    else:
+        field = "members" if isinstance(graph, EnsembleGraph) else "stages"
+        for i, name in enumerate(graph.names):
+            key = f"graph.{field}[{i}]" if i < len(getattr(graph, field)) else "graph.meta"
+            if name not in models:
+                raise ValueError(f"{key}: unknown model {name!r} (models has: {', '.join(sorted(models)) or 'none'})")
+            if name in seen:
+                raise ValueError(f"{key}: model {name!r} appears twice in the graph (a cycle)")
+            seen.add(name)
     for name, model in models.items():
         if name not in seen:
             raise ValueError(f"models.{name}: not used by the graph")

@@ -38,13 +38,19 @@ def load_settings(path: Path | str | None, env: Mapping[str, str] | None = None)
 def _resolve_model_path(raw: dict[str, Any], base: Path) -> None:
     models = raw.get("models")
     named = list(models.values()) if isinstance(models, dict) else []
-    for model in [raw.get("model"), *named]:
-        if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute():
+    challengers = [c.get("model") for c in (raw.get("shadow"), raw.get("canary")) if isinstance(c, dict)]
+    for model in [raw.get("model"), *named, *challengers]:
+        if isinstance(model, dict) and isinstance(model.get("path"), str) and not Path(model["path"]).is_absolute() \
+                and not model["path"].startswith("registry:"):
             model["path"] = str((base / model["path"]).resolve())
     monitoring = raw.get("monitoring")
     if isinstance(monitoring, dict) and isinstance(monitoring.get("profile"), str) \
             and not Path(monitoring["profile"]).is_absolute():
         monitoring["profile"] = str((base / monitoring["profile"]).resolve())
+    registry = raw.get("registry")
+    root = registry.get("root") if isinstance(registry, dict) else None
+    if isinstance(registry, dict) and isinstance(root, str) and not Path(root).is_absolute():
+        registry["root"] = str((base / root).resolve())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

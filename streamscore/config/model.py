@@ -17,7 +17,9 @@ class ModelSettings(Section):
     """Model runner kind, from the runner registry (``onnx``)."""
     path: Path
     """Model file (ONNX for ``kind: onnx``); a relative path is taken from the config file's folder, or from the working
-    directory when it comes from an environment variable."""
+    directory when it comes from an environment variable. ``registry:NAME@ALIAS`` or
+    ``registry:NAME@VERSION`` takes the model from the ``registry`` (its name, version, sha256 and,
+    unless given here, score output and column come from the version's metadata)."""
     name: str | None = None
     """Model name written into every output record (default: the file's stem)."""
     version: str | None = None
@@ -39,3 +41,27 @@ class ModelSettings(Section):
     for a model whose single call is the bottleneck."""
     warmup_batches: int = Field(default=2, ge=0)
     """Batches run through the model at start so the first real batch pays no setup cost."""
+
+
+class RegistrySettings(Section):
+    root: Path
+    """The model registry folder (``NAME/VERSION/`` with the model file and ``metadata.yaml``,
+    ``NAME/aliases.yaml``); a relative path is taken from the config file's folder."""
+
+
+def registry_reference(settings: ModelSettings) -> str | None:
+    """The model's ``registry:NAME@SELECTOR`` reference, or None for a plain file."""
+    text = str(settings.path)
+    return text if text.startswith("registry:") else None
+
+
+class ReloadSettings(Section):
+    """A new model version is loaded beside the serving one, checked and warmed up, then swapped in
+    between two batches; if it fails, the old one keeps serving (logged, and counted in
+    ``streamscore_model_reloads_total{result="failed"}``). ``SIGHUP`` always asks for a reload."""
+
+    watch: bool = False
+    """Check every ``interval_s`` whether a model file changed or a registry alias moved, and reload
+    when one did."""
+    interval_s: float = Field(default=5.0, gt=0)
+    """How often ``watch`` checks."""

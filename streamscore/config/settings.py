@@ -12,15 +12,17 @@ except in the passthrough maps, where they stay text as librdkafka reads them (a
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from streamscore.config.batch import BatchSettings
+from streamscore.config.challengers import CanarySettings, ShadowSettings
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
-from streamscore.config.model import ModelSettings
+from streamscore.config.model import ModelSettings, RegistrySettings, ReloadSettings, registry_reference
 from streamscore.config.section import Section
 from streamscore.config.serve import ServeSettings
 
@@ -206,8 +208,17 @@ class Settings(Section):
     """Model input columns, in order, each read from the event JSON."""
     models: dict[str, GraphModelSettings] = {}
     """Named models for ``graph``, each like ``model`` plus the features it reads."""
+    registry: RegistrySettings | None = None
+    """The model registry that ``registry:NAME@ALIAS`` model paths are taken from."""
+    reload: ReloadSettings = ReloadSettings()
+    """Hot reload of new model versions (a changed file, a moved alias, ``SIGHUP``)."""
     graph: GraphSettings | None = None
-    """How the ``models`` combine: an ensemble, a confidence-gated cascade or a chain."""
+    """How the ``models`` combine: an ensemble, a confidence-gated cascade, a chain, or routing
+    by segment."""
+    shadow: ShadowSettings | None = None
+    """A model scored on the same events as the champion, written to its own topic, never deciding."""
+    canary: CanarySettings | None = None
+    """A challenger that scores and decides for a stable share of keys."""
     decisions: DecisionSettings = DecisionSettings()
     """Score thresholds that turn a score into a decision label."""
     output: OutputSettings = OutputSettings()
@@ -247,6 +258,19 @@ class Settings(Section):
         return features
 
     @model_validator(mode="after")
+    def _references(self) -> Settings:
+        for key, model in self.all_models:
+            ref = registry_reference(model)
+            if ref is None:
+                continue
+            if not re.fullmatch(r"registry:[A-Za-z0-9._-]+@[A-Za-z0-9._-]+", ref):
+                raise ValueError(f"{key}.path: {ref!r} is not a registry reference (expected "
+                                 "registry:NAME@ALIAS or registry:NAME@VERSION)")
+            if self.registry is None:
+                raise ValueError(f"{key}.path: {ref!r} needs a 'registry' section with its root folder")
+        return self
+
+    @model_validator(mode="after")
     def _one_graph(self) -> Settings:
         if self.graph is None:
             if self.model is None:
@@ -257,7 +281,27 @@ class Settings(Section):
         if self.model is not None:
             raise ValueError("model: give either 'model' or 'models' with a 'graph', not both")
         check_graph(self.graph, self.models, [f.name for f in self.features])
+        if self.canary is not None and self.graph.type == "segments":
+            raise ValueError("canary: not with a segments graph (route a segment to the challenger instead)")
         return self
+
+    @model_validator(mode="after")
+    def _challenger_features(self) -> Settings:
+        names = [f.name for f in self.features]
+        for key, section in (("shadow", self.shadow), ("canary", self.canary)):
+            for j, feature in enumerate(section.model.features or [] if section else []):
+                if feature not in names:
+                    raise ValueError(f"{key}.model.features[{j}]: unknown feature {feature!r} "
+                                     f"(features has: {', '.join(names)})")
+        return self
+
+    @property
+    def all_models(self) -> list[tuple[str, ModelSettings]]:
+        """Every model section with its key: ``model``, ``models.NAME``, ``shadow.model``, ``canary.model``."""
+        keyed: list[tuple[str, ModelSettings]] = [("model", self.model)] if self.model is not None else []
+        keyed += [(f"models.{n}", m) for n, m in self.models.items()]
+        keyed += [(f"{k}.model", c.model) for k, c in (("shadow", self.shadow), ("canary", self.canary)) if c]
+        return keyed
 
     @property
     def single_model(self) -> ModelSettings:

@@ -34,7 +34,7 @@ class ColumnsRunner(Protocol):
         ...
 
 
-def _rekey(exc: ModelError, name: str, note: str = "") -> ModelError:
+def rekey(exc: ModelError, name: str, note: str = "") -> ModelError:
     """A runner's error, with its key (``model.X`` or ``features``) moved under ``models.NAME``."""
     text = str(exc)
     for prefix in ("model.", "features:"):
@@ -73,7 +73,7 @@ class ModelGraph:
         try:
             runner.load()
         except ModelError as exc:
-            raise _rekey(exc, name, note) from exc
+            raise rekey(exc, name, note) from exc
         self.runners[name] = runner
         return runner
 

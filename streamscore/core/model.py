@@ -37,6 +37,21 @@ class StagedRunner(ModelRunner, Protocol):
         ...
 
 
+@runtime_checkable
+class SegmentedRunner(StagedRunner, Protocol):
+    """A runner that routes each row by a value of its event (``core.segments.SegmentRouter``).
+
+    The scorer reads ``field`` from each event, turns the values into route indices with
+    ``route`` (-1: no model) and appends them to the matrix as its last column, so that a batch
+    (or any slice of it, when bisecting) carries its own routing."""
+
+    field: str
+
+    def route(self, values: Sequence[object]) -> np.ndarray:
+        """Segment values -> intp route index per row, -1 where no model takes the row."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
     """A stage that decides rows: its name and the versions of the models behind its score."""

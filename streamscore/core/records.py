@@ -49,6 +49,9 @@ class Reason(StrEnum):
     """A feature's field holds the wrong JSON type (or a path step is not an object)."""
     MODEL_ERROR = "model_error"
     """The model raised on this row (isolated by bisection) or returned a non-finite score."""
+    NO_MODEL = "no_model"
+    """Routing by segment (``graph.type: segments``): the event's segment has no route and the
+    graph no ``default`` model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,20 @@ class Rejection:
     index: int
     reason: Reason
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowBatch:
+    """The shadow's part of a scored batch: its records (one per scored event) and how far it
+    agreed with the champion on the rows it scored."""
+
+    outputs: list[bytes]
+    compared: int
+    """Rows the shadow scored (a row it failed on is recorded with a null score, not compared)."""
+    agreed: int
+    """Of those, rows where its decision equals the champion's."""
+    abs_difference: float
+    """Sum over those rows of |shadow score - champion score|."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +93,10 @@ class ScoredBatch:
     inference_seconds: float
     features: np.ndarray | None = None
     """The feature matrix of the ``scored`` rows, in their order (for drift monitoring)."""
+    shadow: ShadowBatch | None = None
+    """With a ``shadow`` model: its records for the shadow topic, one per scored event."""
+    canary_rows: int = 0
+    """Scored events the canary scored and decided for (instead of the champion)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,35 @@ def score_records(
         record["event_time_ms"] = ts if ts_type else None
         record["scored_at_ms"] = now_ms
         out.append(dumps(record))
+    return out
+
+
+def shadow_records(
+    messages: Sequence[SourceMessage],
+    rows: list[int],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    labels: Sequence[str],
+    model: tuple[str, str],
+    champion: tuple[np.ndarray, np.ndarray],
+    now_ms: int,
+) -> list[bytes]:
+    """One shadow record per scored event: the shadow's score and decision (null where it failed on
+    the row), the champion's beside them, the shadow model and version, source and time."""
+    name, version = model
+    dumps = orjson.dumps
+    out: list[bytes] = []
+    for row, score, decision, c_score, c_decision in zip(rows, scores.tolist(), decisions.tolist(),
+                                                         champion[0].tolist(), champion[1].tolist(), strict=True):
+        msg = messages[row]
+        ok = math.isfinite(score)
+        out.append(dumps({
+            "score": score if ok else None, "decision": labels[decision] if ok else None,
+            "model": name, "model_version": version,
+            "champion": {"score": c_score, "decision": labels[c_decision]},
+            "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+            "scored_at_ms": now_ms,
+        }))
     return out
 
 

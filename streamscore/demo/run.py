@@ -41,6 +41,9 @@ class DemoOptions:
     malformed_rate: float = 0.002
     provider: str | None = None
     seed: int = 7
+    config: Path | None = None
+    """A configuration to run instead of the packaged one (``examples/``): its topics are renamed
+    per run like the demo's, and its features must read the synthetic transactions."""
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -59,7 +62,7 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
     """The packaged demo config, on fresh topics and group (so reruns on one cluster count right)."""
     run_id = uuid.uuid4().hex[:8]
     with as_file(files("streamscore.demo") / "config.yaml") as path:
-        base = load_settings(Path(path), env={})
+        base = load_settings(options.config or Path(path), env={})
     kafka = base.kafka.model_copy(update={
         "bootstrap_servers": bootstrap,
         "group_id": f"{base.kafka.group_id}-{run_id}",
@@ -69,6 +72,8 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
         "session_timeout_ms": 6000,
     })
     update: dict[str, Any] = {"kafka": kafka}
+    if base.shadow is not None:
+        update["shadow"] = base.shadow.model_copy(update={"topic": f"{base.shadow.topic}-{run_id}"})
     if options.provider is not None:
         provider = {"provider": options.provider}
         if base.model is not None:
@@ -79,8 +84,9 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
 
 def _run(settings: Settings, options: DemoOptions) -> int:
     k = settings.kafka
+    shadow = {settings.shadow.topic: SOURCE_PARTITIONS} if settings.shadow is not None else {}
     create_topics(k.bootstrap_servers, {k.source_topics[0]: SOURCE_PARTITIONS, k.destination_topic: SOURCE_PARTITIONS,
-                                        k.dead_letter_topic: 1})
+                                        k.dead_letter_topic: 1, **shadow})
     service = Service(settings)
     service.start()
     print(f"model {service.runner.name} {service.runner.version} on {service.runner.provider}; "
@@ -232,6 +238,29 @@ def _summary(service: Service, produced: int, t: Totals, landed: tuple[int, int]
     print(f"  throughput     {rate:>10,.0f} events/s over {elapsed:.1f} s ({offered})")
     print(f"  latency        p50 <= {_ms(latency.quantile(0.5))}, p99 <= {_ms(latency.quantile(0.99))} "
           "(event time to output acknowledged)")
+    for line in _pattern_lines(service):
+        print(f"  {line}")
+
+
+def _pattern_lines(service: Service) -> list[str]:
+    """Rows per model of a graph, the shadow's agreement, the canary's share: what the patterns did."""
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for metric in service.metrics.registry.collect() for s in metric.samples}
+    stages = {dict(labels)["stage"]: int(v) for (name, labels), v in values.items()
+              if name == "streamscore_graph_stage_rows_total" and v}
+    lines = []
+    if stages:
+        lines.append("model rows     " + ", ".join(f"{k} {v:,}" for k, v in stages.items()))
+    compared = values.get(("streamscore_shadow_compared_total", ()), 0)
+    if compared:
+        agreement = values[("streamscore_shadow_decision_agreement_ratio", ())]
+        difference = values[("streamscore_shadow_score_mean_abs_difference", ())]
+        lines.append(f"shadow         {int(compared):,} compared, decisions agree {agreement:.1%}, "
+                     f"mean |score difference| {difference:.4f}")
+    canary = values.get(("streamscore_canary_events_total", ()), 0)
+    if canary:
+        lines.append(f"canary         {int(canary):,} events scored and decided by the canary")
+    return lines
 
 
 def _dead_letter_reasons(service: Service) -> dict[str, int]:

@@ -37,6 +37,15 @@ class KafkaTopic:
         """The engine closes its producer."""
 
 
+class ShadowTopic(KafkaTopic):
+    """The shadow model's records (``ScoredBatch.shadow``) to their own topic: one per scored event,
+    like the score records, so they are tracked and committed the same way."""
+
+    def write(self, keys: Sequence[bytes | None], batch: ScoredBatch, on_delivery: DeliveryCallback) -> None:
+        records = batch.shadow.outputs if batch.shadow is not None else []
+        self._producer.produce_many(self._topic, zip(keys, records, strict=True), on_delivery)
+
+
 def kafka_topic(destination: DestinationSettings, settings: Settings, engine: Engine) -> KafkaTopic:
     """The ``kafka`` destination kind: ``topic`` (default ``kafka.destination_topic``), written by the
     engine's producer."""

@@ -393,6 +393,8 @@ class KafkaEngine:
             if destination.kind == "kafka":
                 key = f"destinations[{i}].topic" if destination.topic else "kafka.destination_topic"
                 wanted[key] = destination.topic or kafka.destination_topic
+        if self.settings.shadow is not None:
+            wanted["shadow.topic"] = self.settings.shadow.topic
         for key, name in wanted.items():
             if name not in topics:
                 raise BrokerError(f"{key}: topic {name!r} does not exist on {kafka.bootstrap_servers}")

@@ -8,7 +8,7 @@ aliases, reloads) plugs in by implementing the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -87,18 +87,32 @@ def describe(runner: ModelRunner, settings: Settings) -> ModelInfo:
 
 
 class ConfiguredCatalog:
-    """The configured model or graph, served as one model under its name and the alias ``default``."""
+    """The configured model or graph, served as one model under its name and the alias ``default``.
+    With ``current`` (the runner serving now), a hot-reloaded version is served from the next
+    request on, with the same scoring spec."""
 
-    def __init__(self, scorer: Scorer, settings: Settings) -> None:
+    def __init__(self, scorer: Scorer, settings: Settings,
+                 current: Callable[[], ModelRunner] | None = None) -> None:
+        self._settings = settings
+        self._current = current
         self._served = Served(describe(scorer.runner, settings), scorer.runner.version, scorer)
 
+    def _now(self) -> Served:
+        served = self._served
+        runner = self._current() if self._current is not None else served.scorer.runner
+        if runner is not served.scorer.runner:  # reloaded: describe and score the new version
+            served = Served(describe(runner, self._settings), runner.version, Scorer(served.scorer.spec, runner))
+            self._served = served
+        return served
+
     def models(self) -> Sequence[ModelInfo]:
-        return [self._served.info]
+        return [self._now().info]
 
     def resolve(self, name: str, version: str | None = None) -> Served | None:
-        info = self._served.info
+        served = self._now()
+        info = served.info
         if name != info.name and name not in info.aliases:
             return None
         if version is not None and version not in info.versions:
             return None
-        return self._served
+        return served

@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
@@ -73,12 +74,14 @@ class RestServer:
         self._socket.close()
 
 
-def rest_server(settings: Settings, runner: ModelRunner, metrics: Metrics) -> RestServer:
-    """The REST server over a loaded runner: the same scoring spec, graph and decisions as the stream."""
+def rest_server(settings: Settings, runner: ModelRunner, metrics: Metrics,
+                current: Callable[[], ModelRunner] | None = None) -> RestServer:
+    """The REST server over a loaded runner: the same scoring spec, graph and decisions as the stream.
+    ``current``: the runner serving now, when a hot reload may replace ``runner``."""
     serve = settings.serve
     try:
         token = serve.bearer_token()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    catalog = ConfiguredCatalog(Scorer(ScoringSpec.from_settings(settings), runner), settings)
+    catalog = ConfiguredCatalog(Scorer(ScoringSpec.from_settings(settings), runner), settings, current)
     return RestServer(RestApp(catalog, serve, metrics, token), serve.host, serve.port)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,11 +14,11 @@ import orjson
 import pytest
 from onnx import TensorProto, helper
 
-from streamscore.config import load_settings
+from streamscore.config import CascadeGraph, load_settings
 from streamscore.core.features import FeatureExtractor
 from streamscore.runners.onnx import OnnxRunner
-from tests.integration.test_service import by_key, score_all, valid_events
-from tests.support import OutputReader, ServiceProcess, Topics
+from tests.integration.test_service import all_done, by_key, score_all, valid_events
+from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +76,72 @@ def test_an_ensemble_scores_every_event_once_with_both_model_versions(
     expected = (direct[0].astype(np.float64) + direct[1]) / 2
     got = np.array([records[k]["score"] for k, _, _ in inputs])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_segment_routing_scores_each_event_with_its_segments_model(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], tmp_path: Path,
+) -> None:
+    with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
+        fraud = {"path": str(demo), "version": "v-demo", "provider": "cpu", "score_output": "probabilities"}
+    linear = {"path": str(linear_model(tmp_path / "linear.onnx")), "version": "v-lin", "provider": "cpu"}
+    t = topics()
+    config = write_config(t, model=None, models={"fraud": fraud, "linear": linear},
+                          graph={"type": "segments", "field": "merchant.country",
+                                 "routes": {"US": "fraud", "GB": "linear"}, "max_loaded": 1})
+    inputs = valid_events(600)
+    outputs = score_all(bootstrap, t, config, service, output_reader, inputs)
+
+    events: dict[bytes | None, dict[str, Any]] = {k: orjson.loads(v) for k, v, _ in inputs}
+    route = {"US": "fraud", "GB": "linear"}
+    grouped = by_key(outputs)
+    assert set(grouped) == set(events) and all(len(v) == 1 for v in grouped.values())
+    settings = load_settings(config, env={})
+    runners = {name: OnnxRunner(settings.models[name], WIDTH) for name in route.values()}
+    for runner in runners.values():
+        runner.load()
+    extractor = FeatureExtractor(settings.features)
+    for key, (record,) in grouped.items():
+        name = route.get(events[key]["merchant"]["country"])
+        if name is None:
+            assert record.topic == t.dead_letter and record.headers["streamscore.reason"] == b"no_model"
+            continue
+        assert record.topic == t.destination
+        body = orjson.loads(record.value or b"")
+        assert (body["stage"], body["models"]) == (name, {name: settings.models[name].version})
+        direct = runners[name].predict(extractor.extract([events[key]], {}).matrix)[0]
+        assert body["score"] == pytest.approx(float(direct), rel=1e-5, abs=1e-7)
+    assert {orjson.loads(r[0].value or b"")["stage"] for r in grouped.values() if r[0].topic == t.destination} == \
+        {"fraud", "linear"}, "both segments appear"
+
+
+def test_a_cascades_second_model_sees_only_the_gated_rows(
+    bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], tmp_path: Path,
+) -> None:
+    from load.faults.pattern_faults import cascade_models
+
+    models, graph = cascade_models()
+    t = topics()
+    config = write_config(t, model=None, models=models, graph=graph)
+    inputs = valid_events(500)
+    produce(bootstrap, t.source, inputs)
+    proc = service(config)
+    proc.wait_ready()
+    wait_for(all_done(proc, len(inputs)), 60, f"{len(inputs)} inputs consumed and committed")
+    deep_rows = metric(proc.metrics(), "streamscore_graph_stage_rows_total", '{stage="deep"}')
+    grouped = by_key(stop_and_read(output_reader(t), proc))
+
+    settings = load_settings(config, env={})
+    fast = OnnxRunner(settings.models["fast"], 5)
+    fast.load()
+    events = [orjson.loads(v) for _, v, _ in inputs]
+    cols = settings.feature_columns(settings.models["fast"].features)
+    first = fast.predict(np.ascontiguousarray(FeatureExtractor(settings.features).extract(events, {}).matrix[:, cols]))
+    assert isinstance(settings.graph, CascadeGraph)
+    lo, hi = settings.graph.band
+    stages = {k: orjson.loads(grouped[k][0].value or b"")["stage"] for k, _, _ in inputs}
+    expected = {k: "deep" if lo <= s <= hi else "fast" for (k, _, _), s in zip(inputs, first.tolist(), strict=True)}
+    assert stages == expected, "the second stage decides exactly the rows in the band"
+    gated = sum(1 for s in stages.values() if s == "deep")
+    assert 0 < deep_rows == gated < len(inputs), "and is called with those only"
