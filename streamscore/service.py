@@ -17,7 +17,7 @@ from streamscore.core.records import SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
-from streamscore.engines.base import Engine
+from streamscore.engines.base import Engine, StreamApp
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
@@ -42,14 +42,17 @@ class Parts:
     """Everything a service is made of, built but not started."""
 
     runner: ModelRunner
-    engine: Engine
+    engine: Engine | StreamApp
     destinations: list[Destination]
+    """The pipeline's destinations (none for a ``StreamApp``, which writes its outputs itself)."""
 
 
 def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = None) -> Parts:
     """Build runner, engine and destinations through the registries; raises ConfigError naming the key."""
     runner = build_runner(settings, plugins, metrics)
     engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
+    if isinstance(engine, StreamApp):
+        return Parts(runner, engine, [])
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
     check_delivery(settings.delivery, engine.transactions, destinations)
@@ -87,17 +90,12 @@ class Service:
     def start(self) -> Pipeline:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
-        self.runner.load()
-        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
-        for runner in loaded:  # a graph: each of its models
-            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
-        engine.check(BROKER_CHECK_TIMEOUT)
+        assert not isinstance(engine, StreamApp), "a StreamApp runs its own loop: run() it"
+        self._load_and_check()
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
         outputs.start()
-        if s.metrics.enabled:
-            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
-            self.http.start()
+        self._serve_http()
         b = s.batching
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
@@ -107,8 +105,23 @@ class Service:
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
         return self.pipeline
 
+    def _load_and_check(self) -> None:
+        self.runner.load()
+        loaded = self.runner.runners.values() if isinstance(self.runner, ModelGraph) else [self.runner]
+        for runner in loaded:  # a graph: each of its models
+            self.metrics.model_info.labels(runner.name, runner.version, runner.provider).set(1)
+        self.parts.engine.check(BROKER_CHECK_TIMEOUT)
+
+    def _serve_http(self) -> None:
+        s = self.settings
+        if s.metrics.enabled:
+            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health)
+            self.http.start()
+
     def run(self, stop: threading.Event | None = None) -> int:
         stop = stop or threading.Event()
+        if isinstance(self.parts.engine, StreamApp):
+            return self._run_app(self.parts.engine, stop)
         pipeline = self.pipeline or self.start()
         if stop.is_set():  # asked to stop while starting: nothing consumed, nothing to drain
             self.close()
@@ -122,11 +135,28 @@ class Service:
         log.info("stopped: consumed %d, scored %d, dead-lettered %d", t.consumed, t.scored, t.dead_lettered)
         return 0 if drained else 1
 
+    def _run_app(self, engine: StreamApp, stop: threading.Event) -> int:
+        """An engine with its own stream loop: it gets the scoring core, the metrics and the health."""
+        try:
+            self._load_and_check()
+            if stop.is_set():
+                log.info("stopped before consuming")
+                return 0
+            self._serve_http()
+            drained = engine.run_stream(ScoringSpec.from_settings(self.settings), self.runner, self.metrics,
+                                        self.health, stop)
+        finally:
+            self.close()
+        log.info("stopped: consumed %d, scored %d", self.metrics.consumed._value.get(),
+                 self.metrics.scored._value.get())
+        return 0 if drained else 1
+
     def close(self) -> None:
         if self.http is not None:
             self.http.stop()
             self.http = None
         for destination in self.parts.destinations:
             destination.close()
-        self.parts.engine.producer.close()
+        if not isinstance(self.parts.engine, StreamApp):
+            self.parts.engine.producer.close()
         self.runner.close()

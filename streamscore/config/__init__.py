@@ -1,5 +1,6 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
+from streamscore.config.faust import FaustSettings
 from streamscore.config.graph import CascadeGraph, ChainGraph, EnsembleGraph, GraphModelSettings, GraphSettings
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.loading import ENV_PREFIX, apply_env_overrides, describe_validation_error, load_settings
@@ -28,6 +29,7 @@ __all__ = [
     "Delivery",
     "DestinationSettings",
     "EnsembleGraph",
+    "FaustSettings",
     "FeatureSettings",
     "GraphModelSettings",
     "GraphSettings",

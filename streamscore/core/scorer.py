@@ -19,10 +19,11 @@ import numpy as np
 from streamscore.config import DecisionSettings, FeatureSettings, Settings
 from streamscore.core.decisions import DecisionPolicy
 from streamscore.core.decode import decode
-from streamscore.core.features import FeatureExtractor, gather
+from streamscore.core.features import MISSING, FeatureExtractor, gather
 from streamscore.core.model import ModelRunner, Stage, StagedRunner
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records
+from streamscore.core.velocity import StatefulFeatures
 from streamscore.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,11 @@ def bisect(call: Call, matrix: np.ndarray, exc: Exception) -> tuple[np.ndarray, 
 class Scorer:
     """One ``score`` call per batch; holds the compiled feature, decision and output specs."""
 
-    def __init__(self, spec: ScoringSpec, runner: ModelRunner) -> None:
+    def __init__(self, spec: ScoringSpec, runner: ModelRunner, state: StatefulFeatures | None = None) -> None:
         self.spec = spec
         self.runner = runner
+        self.state = state
+        """Computes the stateful features' columns (an engine with state provides it)."""
         self._call = staged_call(runner)
         self.extractor = FeatureExtractor(spec.features)
         self.policy = DecisionPolicy(spec.decisions)
@@ -122,6 +125,8 @@ class Scorer:
         matrix = extraction.matrix
         if len(keep) != len(rows):
             matrix = matrix[extraction.valid]
+        if self.state is not None and keep:
+            self._stateful(messages, events, rows, keep, matrix, paths)
 
         started = time.perf_counter()
         scores, stages, failed = (self._predict(matrix) if len(keep)
@@ -143,6 +148,21 @@ class Scorer:
                                 self._graph(stages))
         rejections.sort(key=lambda r: r.index)
         return ScoredBatch(keep, outputs, scores, decisions, rejections, inference)
+
+    def _stateful(self, messages: Sequence[SourceMessage], events: Sequence[Any], rows: list[int], keep: list[int],
+                  matrix: np.ndarray, paths: dict[str, list[Any]]) -> None:
+        """Fill the stateful features' columns from the engine's state; a copy field that names one
+        copies its value (``paths`` is indexed like ``rows``)."""
+        assert self.state is not None
+        columns = self.state.compute([messages[row] for row in keep], [events[row] for row in keep])
+        position = {row: i for i, row in enumerate(rows)}
+        for name, values in columns.items():
+            matrix[:, self.extractor.offsets[name]] = values
+            if name in self.copy_fields:
+                copied = [MISSING] * len(rows)
+                for row, value in zip(keep, values.tolist(), strict=True):
+                    copied[position[row]] = value
+                paths[name] = copied
 
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""
