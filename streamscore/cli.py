@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=20_000, help="events per second (0: as fast as possible)")
     demo.add_argument("--malformed-rate", type=float, default=0.002, help="fraction of deliberately bad events")
     demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
+    demo.add_argument("--engine", default="confluent-kafka", choices=["confluent-kafka", "faust"],
+                      help="faust: a Faust application whose tables compute the activity counts")
     demo.set_defaults(command=_demo)
 
     broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) until Ctrl+C")
@@ -123,7 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     return run_demo(DemoOptions(
         bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
-        malformed_rate=args.malformed_rate, provider=args.provider,
+        malformed_rate=args.malformed_rate, provider=args.provider, engine=args.engine,
     ))
 
 

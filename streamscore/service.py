@@ -18,7 +18,7 @@ from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Engine, StreamApp
-from streamscore.metrics import Metrics
+from streamscore.metrics import Metrics, Totals
 from streamscore.pipeline import Pipeline
 from streamscore.plugins import Plugins
 from streamscore.runners.base import ModelRunner
@@ -86,6 +86,7 @@ class Service:
         self.health = Health()
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
+        self._prepared = False
 
     def start(self) -> Pipeline:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
@@ -104,6 +105,31 @@ class Service:
         self.pipeline = Pipeline(engine.source, scorer, outputs, committer, batcher, Breaker(s.breaker), b,
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000)
         return self.pipeline
+
+    @property
+    def totals(self) -> Totals:
+        """What the stream did so far, whichever engine runs it."""
+        if isinstance(self.parts.engine, StreamApp):
+            return self.parts.engine.totals
+        return self.pipeline.totals if self.pipeline else Totals()
+
+    @property
+    def assigned(self) -> int:
+        """Source partitions this instance owns now."""
+        if isinstance(self.parts.engine, StreamApp):
+            return self.parts.engine.assigned
+        return len(self.pipeline.assigned) if self.pipeline else 0
+
+    def prepare(self) -> None:
+        """Load the model, check the broker and serve /metrics: what ``start`` does before consuming
+        (``run`` calls it for an engine with its own loop, unless done already)."""
+        if isinstance(self.parts.engine, StreamApp):
+            if not self._prepared:
+                self._load_and_check()
+                self._serve_http()
+                self._prepared = True
+            return
+        self.start()
 
     def _load_and_check(self) -> None:
         self.runner.load()
@@ -138,17 +164,16 @@ class Service:
     def _run_app(self, engine: StreamApp, stop: threading.Event) -> int:
         """An engine with its own stream loop: it gets the scoring core, the metrics and the health."""
         try:
-            self._load_and_check()
+            self.prepare()
             if stop.is_set():
                 log.info("stopped before consuming")
                 return 0
-            self._serve_http()
             drained = engine.run_stream(ScoringSpec.from_settings(self.settings), self.runner, self.metrics,
                                         self.health, stop)
         finally:
             self.close()
-        log.info("stopped: consumed %d, scored %d", self.metrics.consumed._value.get(),
-                 self.metrics.scored._value.get())
+        t = engine.totals
+        log.info("stopped: consumed %d, scored %d, dead-lettered %d", t.consumed, t.scored, t.dead_lettered)
         return 0 if drained else 1
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPa
 from streamscore.core.scorer import ScoringSpec
 
 if TYPE_CHECKING:
-    from streamscore.metrics import Metrics
+    from streamscore.metrics import Metrics, Totals
     from streamscore.server import Health
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
@@ -133,6 +133,16 @@ class Engine(Protocol):
 class StreamApp(Protocol):
     """An engine that runs its own stream loop (a Faust application) around the scoring core, instead
     of serving the service's pipeline a source and a producer."""
+
+    @property
+    def totals(self) -> Totals:
+        """What the stream did so far (consumed, scored, dead-lettered, decisions)."""
+        ...
+
+    @property
+    def assigned(self) -> int:
+        """Source partitions owned now."""
+        ...
 
     def check(self, timeout: float) -> None:
         """The cluster answers and the topics the service reads and writes exist; raises BrokerError."""

@@ -36,7 +36,7 @@ from streamscore.engines.faust_state import FaustMessage, TableStore, store_url
 from streamscore.engines.faust_worker import App, Worker, quiet_faust_logs
 from streamscore.engines.kafka_admin import check_broker, partition_counts
 from streamscore.errors import BrokerError, ConfigError, ModelUnavailable
-from streamscore.metrics import Metrics
+from streamscore.metrics import Metrics, Totals
 from streamscore.server import Health
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class FaustEngine:
         check_settings(settings)
         self.fetch_wait_ms = int(settings.kafka.consumer.get("fetch.wait.max.ms", 500))
         self.partitions: int | None = None
+        self.totals = Totals(decisions=dict.fromkeys([settings.decisions.default,
+                                                      *(r.label for r in settings.decisions.rules)], 0))
+        self.assigned = 0
 
     def check(self, timeout: float) -> None:
         """The cluster answers, the output topics exist and the source topics agree on their partition count
@@ -83,7 +86,7 @@ class FaustEngine:
         quiet_faust_logs()
         app = App(self.settings.kafka.group_id, **app_options(self.settings, self.partitions or 1))
         app.fetch_wait_ms = self.fetch_wait_ms
-        agent = ScoringAgent(app, self.settings, spec, runner, metrics, health, stop)
+        agent = ScoringAgent(app, self.settings, spec, runner, metrics, health, stop, self)
         worker = Worker(app, stop, loglevel=None, quiet=True, override_logging=False, redirect_stdouts=False)
         agent.worker = worker
         try:
@@ -154,8 +157,9 @@ class ScoringAgent:
     """The agent, the commit timer and the stopper of one Faust application."""
 
     def __init__(self, app: faust.App, settings: Settings, spec: ScoringSpec, runner: ModelRunner,
-                 metrics: Metrics, health: Health, stop: threading.Event) -> None:
+                 metrics: Metrics, health: Health, stop: threading.Event, engine: FaustEngine) -> None:
         self.app, self.settings, self.metrics, self.health, self.stop = app, settings, metrics, health, stop
+        self.engine = engine
         self.worker: Worker | None = None
         self.drained = False
         self.busy = asyncio.Lock()
@@ -247,7 +251,8 @@ class ScoringAgent:
             return result
 
     def _count(self, messages: Sequence[FaustMessage], result: ScoredBatch) -> None:
-        self.metrics.count_batch(len(messages), result, self.labels)
+        counts = self.metrics.count_batch(len(messages), result, self.labels)
+        self.engine.totals.add(len(messages), result, self.labels, counts)
         now_ms = time.time() * 1000.0
         times = np.array([messages[row].timestamp()[1] for row in result.scored] +
                          [messages[r.index].timestamp()[1] for r in result.rejections], dtype=np.float64)
@@ -265,7 +270,8 @@ class ScoringAgent:
         if committed:
             self.metrics.commits.inc()
         sources = set(self.settings.kafka.source_topics)
-        self.metrics.assigned_partitions.set(sum(1 for tp in self.app.consumer.assignment() if tp.topic in sources))
+        self.engine.assigned = sum(1 for tp in self.app.consumer.assignment() if tp.topic in sources)
+        self.metrics.assigned_partitions.set(self.engine.assigned)
         return bool(committed)
 
     async def _stopper(self) -> None:
