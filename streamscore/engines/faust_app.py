@@ -195,11 +195,8 @@ class ScoringAgent:
             async with self.busy:
                 try:
                     await self._window(stream, events)
-                except BaseException:  # take_events would acknowledge the window in its finally clause
-                    log.critical("a window failed; exiting before Faust can commit it", exc_info=True)
-                    logging.shutdown()
-                    sys.stderr.flush()
-                    os._exit(EXIT_FAILURE)
+                except BaseException as exc:  # noqa: BLE001 - take_events would ack the window in its finally
+                    _exit_now(exc)
 
     async def _window(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
         messages = [FaustMessage(e) for e in events]
@@ -290,6 +287,16 @@ class ScoringAgent:
         await self._commit()
         assert self.worker is not None
         self.worker.shut_down()
+
+
+def _exit_now(exc: BaseException) -> None:
+    """End the process at once (exit 1) with one line saying why: nothing of the window is committed."""
+    log.critical("a window failed; exiting before Faust can commit it: %s: %s", type(exc).__name__, exc)
+    log.debug("the failure", exc_info=exc)
+    sys.stderr.write(f"streamscore: error: {type(exc).__name__}: {exc}\n")
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILURE)
 
 
 def _headers(headers: Headers) -> list[tuple[str, bytes]]:

@@ -185,3 +185,21 @@ def test_velocity_features_equal_brute_force_also_after_kill_9_and_restart_from_
 
 def yaml_features(config: Path) -> list[dict[str, Any]]:
     return list(yaml.safe_load(config.read_text())["features"])
+
+
+def test_an_output_the_producer_refuses_ends_the_process_without_committing_it(
+    bootstrap: str, topics: Callable[..., Topics], faust_config: Callable[..., Path],
+    service: Callable[..., ServiceProcess],
+) -> None:
+    """``take_events`` acknowledges a window even when its processing raised: the engine exits first."""
+    t = topics(partitions=1)
+    good = [(k, v, None) for k, v in TransactionGenerator(seed=9).encoded(300)]
+    huge = {**json.loads(good[0][1]), "transaction_id": "tx-huge", "note": "x" * 1_500_000}  # > 1 MB request
+    produce(bootstrap, t.source, [*good[:200], (b"tx-huge", orjson.dumps(huge), None), *good[200:]])
+    config = faust_config(t, batching={"max_message_bytes": 4_000_000, "max_batch_size": 50},
+                          output={"copy_fields": ["transaction_id", "note"]})
+    proc = service(config)
+    assert proc.wait(90) == 1, proc.log_tail()
+    assert "a window failed; exiting before Faust can commit it" in proc.log()
+    position = committed(bootstrap, t.group, t.source, 1)[0]
+    assert position <= 200, f"committed up to {position}, past the refused output at offset 200"
