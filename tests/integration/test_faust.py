@@ -21,6 +21,7 @@ import orjson
 import pytest
 import yaml
 
+from load.brokers import broker_kind
 from streamscore.demo.transactions import TransactionGenerator
 from tests.integration.test_service import all_done, by_key, positions_from
 from tests.support import (
@@ -151,10 +152,10 @@ def test_velocity_features_equal_brute_force_also_after_kill_9_and_restart_from_
 ) -> None:
     """The memory store: a restarted instance rebuilds the table from its changelog topic alone."""
     t = topics(partitions=2)
-    inputs, stamps = card_events(3000, cards=40, seed=7)
+    inputs, stamps = card_events(2000, cards=30, seed=7)
     produce(bootstrap, t.source, inputs, timestamps=stamps)
     demo = yaml_features(write_config(t))
-    # 3000 events span 100 hours of event time: an uncommitted stretch a crash makes the service redo
+    # 2000 events span 67 hours of event time: an uncommitted stretch a crash makes the service redo
     # covers hours, and the history must keep it (history_grace_s) to recompute those events exactly
     config = faust_config(t, features=[*demo[:-4], *VELOCITY], batching={"max_batch_size": 100},
                           faust={"history_grace_s": 86400},
@@ -162,7 +163,7 @@ def test_velocity_features_equal_brute_force_also_after_kill_9_and_restart_from_
     ids = {orjson.loads(v)["transaction_id"].encode() for _, v, _ in inputs}
     first = service(config)
     first.wait_ready()
-    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= 800, 90, "scoring under way")
+    wait_for(lambda: metric(first.metrics(), "streamscore_events_scored_total") >= 500, 90, "scoring under way")
     first.signal(signal.SIGKILL)
     first.wait(10)
     last = service(config)
@@ -187,6 +188,8 @@ def yaml_features(config: Path) -> list[dict[str, Any]]:
     return list(yaml.safe_load(config.read_text())["features"])
 
 
+@pytest.mark.skipif(broker_kind() == "kafka", reason="the producer refuses it before any broker sees it: the same "
+                                                    "on every broker, run once (on the embedded one)")
 def test_an_output_the_producer_refuses_ends_the_process_without_committing_it(
     bootstrap: str, topics: Callable[..., Topics], faust_config: Callable[..., Path],
     service: Callable[..., ServiceProcess],
