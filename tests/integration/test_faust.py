@@ -62,7 +62,7 @@ def test_faust_engine_one_output_per_input_dead_letters_and_metrics_agree(
     service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
     t = topics(partitions=2)
-    good = [(k, v, [("trace", b"t-" + k)]) for k, v in TransactionGenerator(seed=3).encoded(1500)]
+    good = [(k, v, [("trace", b"t-" + k)]) for k, v in TransactionGenerator(seed=3).encoded(600)]
     event = json.loads(good[0][1])
     bad_inputs = {
         b"bad-json": (b"{not json", "malformed_json"),
@@ -73,7 +73,7 @@ def test_faust_engine_one_output_per_input_dead_letters_and_metrics_agree(
         b"bad-oversize": (b'{"pad": "' + b"x" * 1_100_000 + b'"}', "oversize"),
         b"bad-empty": (b"", "empty"),
     }
-    inputs = good[:700] + [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()] + good[700:]
+    inputs = good[:300] + [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()] + good[300:]
     produce(bootstrap, t.source, inputs)
     proc = service(faust_config(t))
     proc.wait_ready()
