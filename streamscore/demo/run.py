@@ -83,7 +83,8 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
         stateful = {f["name"]: f for f in VELOCITY}
         features = [FeatureSettings(**stateful[f.name]) if f.name in stateful else f for f in base.features]
         data_dir = Path(tempfile.gettempdir()) / f"streamscore-demo-{run_id}"
-        update.update(engine="faust", features=features, faust=FaustSettings(data_dir=str(data_dir)))
+        # memory: fresh topics each run, and the embedded broker cannot restart a RocksDB table (README)
+        update.update(engine="faust", features=features, faust=FaustSettings(data_dir=str(data_dir), store="memory"))
     if options.provider is not None:
         provider = {"provider": options.provider}
         if base.model is not None:
