@@ -153,10 +153,12 @@ def naive(bootstrap: str, source: str, out: str, config: Path, seconds: float) -
 
 
 def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, workdir: Path, workers: int = 1,
-                checkout: Path | None = None, group: str | None = None) -> float:
+                checkout: Path | None = None, group: str | None = None, overrides: dict[str, Any] | None = None,
+                scraped_at_end: dict[str, float] | None = None) -> float:
     """``streamscore run [--workers N]`` as a subprocess (the package from ``checkout`` when given, so
     another commit runs on the same events); timed from the first consumed event to the last commit,
-    summed over the workers' metrics (ports base .. base + N - 1)."""
+    summed over the workers' metrics (ports base .. base + N - 1). ``overrides`` replace top-level
+    config sections (``engine: faust``, say); ``scraped_at_end`` receives the last scrape (one worker)."""
     port = free_port()
     while any(_in_use(port + i) for i in range(1, workers)):
         port = free_port()
@@ -168,6 +170,7 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
                            session_timeout_ms=6000)
     config["model"]["provider"] = "cpu"
     config["metrics"] = {"host": "127.0.0.1", "port": port}
+    config.update(overrides or {})
     path = workdir / "streamscore.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(checkout)} if checkout else None
@@ -183,6 +186,8 @@ def streamscore(bootstrap: str, source: str, out: str, dlq: str, total: int, wor
                 started = time.perf_counter()
             if consumed >= total and uncommitted == 0:
                 ended = time.perf_counter()
+                if scraped_at_end is not None:
+                    scraped_at_end.update(scraped[0])
             if proc.poll() is not None:
                 raise SystemExit(f"streamscore exited early; see {workdir / 'streamscore.log'}")
             time.sleep(0.1)  # scraping is not free for the service: keep it rare

@@ -35,10 +35,12 @@ RETRY_INTERVAL = 0.05
 
 def produce_one(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, *,
                 headers: Headers | None = None, partition: int | None = None,
-                on_delivery: DeliveryCallback | None = None) -> None:
+                on_delivery: DeliveryCallback | None = None, timestamp_ms: int | None = None) -> None:
     """Hand one record to ``producer``; while its local queue is full (``BufferError``), serve
     delivery reports for ``RETRY_INTERVAL`` seconds and try again. Flushing is the caller's."""
     kwargs: dict[str, Any] = {}
+    if timestamp_ms is not None:
+        kwargs["timestamp"] = timestamp_ms
     if headers is not None:
         kwargs["headers"] = list(headers)
     if partition is not None:

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--provider", default=None, choices=["auto", "cpu", "cuda", "tensorrt"])
     demo.add_argument("-c", "--config", type=Path, default=None,
                       help="run this configuration (e.g. examples/cascade.yaml) instead of the packaged one")
+    demo.add_argument("--engine", default="confluent-kafka", choices=["confluent-kafka", "faust"],
+                      help="faust: a Faust application whose tables compute the activity counts")
     demo.set_defaults(command=_demo)
 
     add_models_command(commands)
@@ -176,7 +178,7 @@ def _demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     return run_demo(DemoOptions(
         bootstrap_servers=args.bootstrap_servers, events=args.events, rate=args.rate,
-        malformed_rate=args.malformed_rate, provider=args.provider, config=args.config,
+        malformed_rate=args.malformed_rate, provider=args.provider, config=args.config, engine=args.engine,
     ))
 
 

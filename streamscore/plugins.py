@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 
 from streamscore.config import DestinationSettings, ModelSettings, Settings
 from streamscore.destinations.base import Destination
-from streamscore.engines.base import Engine
+from streamscore.engines.base import Engine, StreamApp
 from streamscore.errors import ConfigError
 from streamscore.runners.base import ModelRunner
 
@@ -18,8 +18,9 @@ F = TypeVar("F")
 
 RunnerFactory = Callable[[ModelSettings, int], ModelRunner]
 """(model settings, feature width) -> an unloaded runner."""
-EngineFactory = Callable[[Settings, "str | None"], Engine]
-"""(settings, transactional id or None) -> an engine whose clients are not yet connected."""
+EngineFactory = Callable[[Settings, "str | None"], "Engine | StreamApp"]
+"""(settings, transactional id or None) -> an engine whose clients are not yet connected: one that
+serves the pipeline (``Engine``), or one that runs its own stream loop (``StreamApp``)."""
 DestinationFactory = Callable[[DestinationSettings, Settings, Engine], Destination]
 """(this destination's settings, all settings, the engine) -> an unstarted destination."""
 
@@ -47,6 +48,8 @@ class Registry(Generic[F]):
 
 
 @dataclass
+
+
 class Plugins:
     runners: Registry[RunnerFactory] = field(default_factory=lambda: Registry("model.kind"))
     engines: Registry[EngineFactory] = field(default_factory=lambda: Registry("engine"))
@@ -63,6 +66,7 @@ class Plugins:
         plugins = cls()
         plugins.runners.register("onnx", OnnxRunner)
         plugins.engines.register("confluent-kafka", KafkaEngine)
+        plugins.engines.register("faust", faust_engine)
         plugins.destinations.register("kafka", kafka_topic)
         plugins.destinations.register("postgresql", _postgresql)
         return plugins
@@ -73,3 +77,12 @@ def _postgresql(destination: DestinationSettings, settings: Settings, engine: En
     from streamscore.destinations.postgres import postgres_table
 
     return postgres_table(destination, settings, engine)
+
+
+def faust_engine(settings: Settings, transactional_id: str | None) -> StreamApp:
+    """``engine: faust``, imported only when chosen (faust-streaming is optional)."""
+    try:
+        from streamscore.engines.faust_app import FaustEngine
+    except ImportError as exc:
+        raise ConfigError(f"engine: 'faust' needs faust-streaming installed ({exc})") from None
+    return FaustEngine(settings, transactional_id)

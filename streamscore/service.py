@@ -23,9 +23,9 @@ from streamscore.core.segments import SegmentRouter
 from streamscore.delivery.committers import build_committer, check_delivery
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.destinations.kafka import ShadowTopic
-from streamscore.engines.base import Engine
+from streamscore.engines.base import Engine, StreamApp
 from streamscore.errors import ConfigError
-from streamscore.metrics import Metrics
+from streamscore.metrics import Metrics, Totals
 from streamscore.monitoring.drift import DriftMonitor
 from streamscore.monitoring.profile import monitor_from_profile, profile_path, read_profile
 from streamscore.pipeline import Pipeline
@@ -54,8 +54,9 @@ class Parts:
     """Everything a service is made of, built but not started."""
 
     runner: ModelRunner
-    engine: Engine
+    engine: Engine | StreamApp
     destinations: list[Destination]
+    """The pipeline's destinations (none for a ``StreamApp``, which writes its outputs itself)."""
     challengers: Challengers
     drift: DriftMonitor | None = None
 
@@ -64,6 +65,8 @@ def assemble(settings: Settings, plugins: Plugins, metrics: Metrics | None = Non
     """Build runner, engine and destinations through the registries; raises ConfigError naming the key."""
     runner = build_runner(settings, plugins, metrics)
     engine = plugins.engines.get(settings.engine)(settings, transactional_id(settings))
+    if isinstance(engine, StreamApp):
+        return Parts(runner, engine, [], Challengers())
     destinations = [plugins.destinations.get(d.kind, f"destinations[{i}].kind")(d, settings, engine)
                     for i, d in enumerate(settings.outputs)]
     if settings.shadow is not None:
@@ -174,28 +177,17 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.http: HttpServer | None = None
         self.rest: RestServer | None = None
+        self._prepared = False
 
     def start(self) -> Pipeline:
         """Load and check everything; raises ConfigError/ModelError/BrokerError before consuming."""
         s, engine = self.settings, self.parts.engine
-        self.runner.load()
-        self.challengers.load()
-        self._model_info()
-        self.reloader = Reloader(s, lambda: Models(build_runner(s, self.plugins, self.metrics),
-                                                   build_challengers(s, self.plugins)),
-                                 self.metrics, self.reload_requested)
-        if self.serve:  # binds now: a taken serve.port is refused before the broker is contacted
-            self.rest = rest_server(s, self.runner, self.metrics, current=lambda: self.runner)
-        engine.check(BROKER_CHECK_TIMEOUT)
+        assert not isinstance(engine, StreamApp), "a StreamApp runs its own loop: run() it"
+        self._load_and_check()
         engine.producer.start()
         outputs = Outputs(self.parts.destinations, engine.dead_letters)
         outputs.start()
-        if s.metrics.enabled:
-            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health,
-                                   self.metrics.status)
-            self.http.start()
-        if self.rest is not None:
-            self.rest.start()
+        self._serve_http()
         b = s.batching
         batcher: Batcher[SourceMessage] = Batcher(b.max_batch_size, b.max_wait_ms / 1000.0)
         committer = build_committer(s.delivery, engine.source, outputs, batcher, self.metrics, b.drain_timeout_s,
@@ -207,6 +199,7 @@ class Service:
         self.pipeline = Pipeline(engine.source, self.scorer, outputs, committer, batcher, Breaker(s.breaker), b,
                                  self.metrics, self.health, leave_timeout=s.kafka.session_timeout_ms / 1000,
                                  drift=drift, between_batches=self.swap_model)
+        assert self.reloader is not None
         self.reloader.start()
         return self.pipeline
 
@@ -228,8 +221,56 @@ class Service:
     def _model_info(self) -> None:
         report_models(self.runner, self.metrics, self.challengers.runners)
 
+    @property
+    def totals(self) -> Totals:
+        """What the stream did so far, whichever engine runs it."""
+        if isinstance(self.parts.engine, StreamApp):
+            return self.parts.engine.totals
+        return self.pipeline.totals if self.pipeline else Totals()
+
+    @property
+    def assigned(self) -> int:
+        """Source partitions this instance owns now."""
+        if isinstance(self.parts.engine, StreamApp):
+            return self.parts.engine.assigned
+        return len(self.pipeline.assigned) if self.pipeline else 0
+
+    def prepare(self) -> None:
+        """Load the model, check the broker and serve /metrics: what ``start`` does before consuming
+        (``run`` calls it for an engine with its own loop, unless done already)."""
+        if isinstance(self.parts.engine, StreamApp):
+            if not self._prepared:
+                self._load_and_check()
+                self._serve_http()
+                self._prepared = True
+            return
+        self.start()
+
+    def _load_and_check(self) -> None:
+        s = self.settings
+        self.runner.load()
+        self.challengers.load()
+        self._model_info()
+        self.reloader = Reloader(s, lambda: Models(build_runner(s, self.plugins, self.metrics),
+                                                   build_challengers(s, self.plugins)),
+                                 self.metrics, self.reload_requested)
+        if self.serve:  # binds now: a taken serve.port is refused before the broker is contacted
+            self.rest = rest_server(s, self.runner, self.metrics, current=lambda: self.runner)
+        self.parts.engine.check(BROKER_CHECK_TIMEOUT)
+
+    def _serve_http(self) -> None:
+        s = self.settings
+        if s.metrics.enabled:
+            self.http = HttpServer(s.metrics.host, s.metrics.port, self.metrics.registry, self.health,
+                                   self.metrics.status)
+            self.http.start()
+        if self.rest is not None:
+            self.rest.start()
+
     def run(self, stop: threading.Event | None = None) -> int:
         stop = stop or threading.Event()
+        if isinstance(self.parts.engine, StreamApp):
+            return self._run_app(self.parts.engine, stop)
         pipeline = self.pipeline or self.start()
         if stop.is_set():  # asked to stop while starting: nothing consumed, nothing to drain
             self.close()
@@ -240,6 +281,21 @@ class Service:
         finally:
             self.close()
         t = pipeline.totals
+        log.info("stopped: consumed %d, scored %d, dead-lettered %d", t.consumed, t.scored, t.dead_lettered)
+        return 0 if drained else 1
+
+    def _run_app(self, engine: StreamApp, stop: threading.Event) -> int:
+        """An engine with its own stream loop: it gets the scoring core, the metrics and the health."""
+        try:
+            self.prepare()
+            if stop.is_set():
+                log.info("stopped before consuming")
+                return 0
+            drained = engine.run_stream(ScoringSpec.from_settings(self.settings), self.runner, self.metrics,
+                                        self.health, stop)
+        finally:
+            self.close()
+        t = engine.totals
         log.info("stopped: consumed %d, scored %d, dead-lettered %d", t.consumed, t.scored, t.dead_lettered)
         return 0 if drained else 1
 
@@ -255,6 +311,7 @@ class Service:
             self.http = None
         for destination in self.parts.destinations:
             destination.close()
-        self.parts.engine.producer.close()
+        if not isinstance(self.parts.engine, StreamApp):
+            self.parts.engine.producer.close()
         self.runner.close()
         self.challengers.close()

@@ -43,7 +43,7 @@ def main() -> None:
     dlq = app.topic(args.dlq, key_type=bytes, value_type=bytes)
 
     @app.agent(source)
-    async def score(stream: faust.Stream) -> None:
+    async def score(stream):  # a faust.Stream (faust's StreamT protocol lacks take_events)
         async for events in stream.take_events(args.batch, within=0.5):
             clock.started = clock.started or time.monotonic()
             items = [(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,

@@ -27,6 +27,7 @@ from streamscore.config.batch import BatchSettings
 from streamscore.core.records import DeadLetter, Headers, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.destinations.base import Outputs
+from streamscore.engines.base import StreamApp
 from streamscore.errors import ConfigError
 from streamscore.plugins import Plugins
 
@@ -108,6 +109,9 @@ class BatchRun:
         engine, outputs = None, None
         if b.output is None:
             parts_ = assemble(self.settings, self.plugins)
+            if isinstance(parts_.engine, StreamApp):
+                raise ConfigError(f"engine: batch scoring reads and writes with 'confluent-kafka', not "
+                                  f"{self.settings.engine!r} (a stream engine)")
             # the broker is needed for a kafka destination, or for the dead letters without a rejects folder
             if rejects is None or any(d.kind == "kafka" for d in self.settings.outputs):
                 engine = parts_.engine

@@ -1,6 +1,7 @@
 """Settings: the tree of sections (``settings``, ``kafka``) and how it is read (``loading``)."""
 
 from streamscore.config.challengers import CanarySettings, ShadowSettings
+from streamscore.config.faust import FaustSettings
 from streamscore.config.graph import (
     AnyGraph,
     CascadeGraph,
@@ -41,6 +42,7 @@ __all__ = [
     "Delivery",
     "DestinationSettings",
     "EnsembleGraph",
+    "FaustSettings",
     "FeatureSettings",
     "GraphModelSettings",
     "GraphSettings",

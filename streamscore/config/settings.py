@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from streamscore.config.batch import BatchSettings
 from streamscore.config.challengers import CanarySettings, ShadowSettings
+from streamscore.config.faust import FaustSettings
 from streamscore.config.graph import GraphModelSettings, GraphSettings, check_graph
 from streamscore.config.kafka import KafkaSettings
 from streamscore.config.model import ModelSettings, RegistrySettings, ReloadSettings, registry_reference
@@ -67,6 +68,41 @@ class FeatureSettings(Section):
     """``index``: one column with the category's position; ``one_hot``: one column per category."""
     unknown_value: float = -1.0
     """Index given to a category not in the list (``one_hot`` leaves all columns 0)."""
+    aggregate: Literal["count", "sum", "since_last"] | None = None
+    """A stateful (velocity) feature, computed from the earlier events of the same ``key`` rather than
+    read from the event: ``count`` of events and ``sum`` of ``of`` within ``window`` (by event time,
+    this event included), or ``since_last``: seconds since the key's previous event (``default``, or
+    -1, for its first). Needs ``engine: faust``, whose tables keep the state."""
+    key: str | None = None
+    """Stateful features: dotted path of the key the state is kept per (``card.id``); the source
+    topic should be partitioned by it (state is kept per source partition)."""
+    of: str | None = None
+    """``aggregate: sum``: dotted path of the number summed (``amount``)."""
+    window: str | None = None
+    """``count`` and ``sum``: how far back in event time, as ``90s``, ``30m``, ``1h`` or ``7d``."""
+
+    @model_validator(mode="after")
+    def _stateful(self) -> FeatureSettings:
+        if self.aggregate is None:
+            if self.key or self.of or self.window:
+                raise ValueError("'key', 'of' and 'window' are only for stateful features (set 'aggregate')")
+            return self
+        if not self.key:
+            raise ValueError(f"aggregate {self.aggregate!r} needs a 'key' (the path its state is kept per)")
+        if self.path or self.dtype not in ("float", "int"):
+            raise ValueError("a stateful feature is computed, not read: no 'path', dtype float or int")
+        if (self.aggregate == "sum") != bool(self.of):
+            raise ValueError("'of' (the path summed) goes with aggregate 'sum' and only with it")
+        if (self.aggregate == "since_last") == bool(self.window):
+            raise ValueError("'window' goes with aggregates 'count' and 'sum', not 'since_last'")
+        if self.window:
+            window_seconds(self.window)
+        return self
+
+    @property
+    def window_s(self) -> float | None:
+        """``window`` in seconds."""
+        return window_seconds(self.window) if self.window else None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSettings:
@@ -89,6 +125,21 @@ class FeatureSettings(Section):
     @property
     def width(self) -> int:
         return len(self.categories) if self.encoding == "one_hot" and self.dtype == "category" else 1
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(text: str) -> float:
+    """``90s``, ``30m``, ``1h``, ``7d`` -> seconds (a ValueError naming the form otherwise)."""
+    number, unit = text[:-1], text[-1:]
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"window {text!r}: expected a number and a unit (s, m, h, d), e.g. 1h") from None
+    if not seconds > 0:
+        raise ValueError(f"window {text!r}: must be positive")
+    return seconds
 
 
 class DecisionRule(Section):
@@ -228,7 +279,10 @@ class Settings(Section):
     monitoring: MonitoringSettings = MonitoringSettings()
     """Drift and data quality against the model's reference profile."""
     engine: str = "confluent-kafka"
-    """Stream engine, from the engine registry (``confluent-kafka``)."""
+    """Stream engine, from the engine registry: ``confluent-kafka`` (the service's own loop) or
+    ``faust`` (a Faust application; needed for stateful features)."""
+    faust: FaustSettings = FaustSettings()
+    """``engine: faust``: its tables and their store."""
     destinations: list[DestinationSettings] = []
     """Where score records go; each input offset is committed once every destination acknowledged
     its output (default: one ``kafka`` destination, ``kafka.destination_topic``)."""
@@ -269,6 +323,22 @@ class Settings(Section):
             if self.registry is None:
                 raise ValueError(f"{key}.path: {ref!r} needs a 'registry' section with its root folder")
         return self
+
+    @model_validator(mode="after")
+    def _stateful_engine(self) -> Settings:
+        for i, f in enumerate(self.features):
+            if f.aggregate and self.engine != "faust":
+                raise ValueError(f"features[{i}].aggregate: stateful features need 'engine: faust' (its "
+                                 f"changelog-backed tables keep the state); engine is {self.engine!r}")
+        if self.engine == "faust":
+            for key in ("shadow", "canary"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: not available with 'engine: faust' (use 'confluent-kafka')")
+        return self
+
+    @property
+    def stateful_features(self) -> list[FeatureSettings]:
+        return [f for f in self.features if f.aggregate]
 
     @model_validator(mode="after")
     def _one_graph(self) -> Settings:

@@ -168,22 +168,59 @@ def json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+class _StateColumn:
+    """A stateful feature: its value comes from the engine's state (``core.velocity``); here only the
+    fields it is computed from are checked, the key (a string or an integer) and the summed number."""
+
+    def __init__(self, spec: FeatureSettings, offset: int) -> None:
+        self.spec = spec
+        self.offset = offset
+        self.checks = [(spec.key or "", _KEY_TYPES, "string or int")]
+        if spec.of:
+            self.checks.append((spec.of, _ACCEPTED["float"], "float"))
+
+    def check(self, events: Sequence[Any], cache: dict[str, list[Any]], reasons: list[tuple[Reason, str] | None]
+              ) -> None:
+        for path, accepted, expected in self.checks:
+            values = gather(events, path, cache)
+            if set(map(type, values)) <= accepted:
+                continue
+            for row, value in enumerate(values):
+                if value is MISSING or value is None:
+                    _reject(reasons, row, Reason.MISSING_FIELD, f"{path}: required field is missing")
+                elif type(value) is NotAnObject:
+                    _reject(reasons, row, Reason.WRONG_TYPE,
+                            f"{path}: expected an object at {value.path}, got {value.json_type}")
+                elif type(value) not in accepted:
+                    _reject(reasons, row, Reason.WRONG_TYPE, f"{path}: expected {expected}, got {json_type(value)}")
+
+
+_KEY_TYPES = frozenset({str, int})
+
+
 class FeatureExtractor:
-    """Turns a batch of decoded events into the model's float32 input matrix."""
+    """Turns a batch of decoded events into the model's float32 input matrix; the columns of stateful
+    features are left at zero, for the scorer to fill from the engine's state (``offsets``)."""
 
     def __init__(self, specs: Sequence[FeatureSettings]) -> None:
         self.columns: list[_Column] = []
+        self.stateful: list[_StateColumn] = []
         offset = 0
         for spec in specs:
-            self.columns.append(_Column(spec, offset))
+            if spec.aggregate:
+                self.stateful.append(_StateColumn(spec, offset))
+            else:
+                self.columns.append(_Column(spec, offset))
             offset += spec.width
         self.width = offset
+        self.specs = list(specs)
+        self.offsets = {c.spec.name: c.offset for c in self.stateful}
+        """Matrix column of each stateful feature."""
 
     @property
     def column_names(self) -> list[str]:
         names: list[str] = []
-        for column in self.columns:
-            spec = column.spec
+        for spec in self.specs:
             if spec.width == 1:
                 names.append(spec.name)
             else:
@@ -200,4 +237,6 @@ class FeatureExtractor:
         reasons: list[tuple[Reason, str] | None] = [None] * len(events)
         for column in self.columns:
             column.fill(gather(events, column.spec.field_path, cache), matrix, reasons)
+        for state in self.stateful:
+            state.check(events, cache, reasons)
         return Extraction(matrix, reasons)

@@ -24,6 +24,7 @@ from streamscore.core.features import MISSING, FeatureExtractor, NotAnObject, ga
 from streamscore.core.model import ModelRunner, SegmentedRunner, Stage, StagedRunner
 from streamscore.core.records import DeadLetter, Headers, Reason, Rejection, ScoredBatch, ShadowBatch, SourceMessage
 from streamscore.core.render import dead_letter, score_records, shadow_records
+from streamscore.core.velocity import StatefulFeatures
 from streamscore.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,13 @@ def bisect(call: Call, matrix: np.ndarray, exc: Exception) -> tuple[np.ndarray, 
 class Scorer:
     """One ``score`` call per batch; holds the compiled feature, decision and output specs."""
 
-    def __init__(self, spec: ScoringSpec, runner: ModelRunner, challengers: Challengers | None = None) -> None:
+    def __init__(self, spec: ScoringSpec, runner: ModelRunner, challengers: Challengers | None = None,
+                 state: StatefulFeatures | None = None) -> None:
         self.spec = spec
         self.runner = runner
         self.challengers = challengers or Challengers()
+        self.state = state
+        """Computes the stateful features' columns (an engine with state provides it)."""
         self._call = staged_call(runner)
         self.extractor = FeatureExtractor(spec.features)
         self.policy = DecisionPolicy(spec.decisions)
@@ -135,6 +139,8 @@ class Scorer:
         matrix = extraction.matrix
         if len(keep) != len(rows):
             matrix = matrix[extraction.valid]
+        if self.state is not None and keep:  # before routing, which drops rows and adds a column
+            self._stateful(messages, events, rows, keep, matrix, paths)
         if isinstance(self.runner, SegmentedRunner):
             values = gather(valid_events, self.runner.field, paths)
             if len(keep) != len(rows):
@@ -267,6 +273,21 @@ class Scorer:
         self._call = staged_call(runner)
         self._probe = np.zeros_like(self._probe)
         return old
+
+    def _stateful(self, messages: Sequence[SourceMessage], events: Sequence[Any], rows: list[int], keep: list[int],
+                  matrix: np.ndarray, paths: dict[str, list[Any]]) -> None:
+        """Fill the stateful features' columns from the engine's state; a copy field that names one
+        copies its value (``paths`` is indexed like ``rows``)."""
+        assert self.state is not None
+        columns = self.state.compute([messages[row] for row in keep], [events[row] for row in keep])
+        position = {row: i for i, row in enumerate(rows)}
+        for name, values in columns.items():
+            matrix[:, self.extractor.offsets[name]] = values
+            if name in self.copy_fields:
+                copied = [MISSING] * len(rows)
+                for row, value in zip(keep, values.tolist(), strict=True):
+                    copied[position[row]] = value
+                paths[name] = copied
 
     def dead_letter(self, msg: SourceMessage, rejection: Rejection, headers: Headers) -> DeadLetter:
         """The dead-letter record of a rejected message; ``headers`` as the engine could read them."""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from streamscore.broker import EmbeddedBroker
-from streamscore.config import Settings, load_settings
+from streamscore.config import FaustSettings, FeatureSettings, Settings, load_settings
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
 from streamscore.metrics import Totals
@@ -44,6 +45,15 @@ class DemoOptions:
     config: Path | None = None
     """A configuration to run instead of the packaged one (``examples/``): its topics are renamed
     per run like the demo's, and its features must read the synthetic transactions."""
+    engine: str = "confluent-kafka"
+    """``faust``: the Faust engine, with the activity counts computed by its tables (the events carry none)."""
+
+
+VELOCITY: list[dict[str, Any]] = [
+    {"name": "tx_count_1h", "aggregate": "count", "key": "card.id", "window": "1h"},
+    {"name": "tx_count_24h", "aggregate": "count", "key": "card.id", "window": "24h"},
+]
+"""Under ``--engine faust`` the demo model's two activity columns are computed from the stream itself."""
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -74,6 +84,12 @@ def _demo_settings(bootstrap: str, options: DemoOptions) -> Iterator[Settings]:
     update: dict[str, Any] = {"kafka": kafka}
     if base.shadow is not None:
         update["shadow"] = base.shadow.model_copy(update={"topic": f"{base.shadow.topic}-{run_id}"})
+    if options.engine == "faust":
+        stateful = {f["name"]: f for f in VELOCITY}
+        features = [FeatureSettings(**stateful[f.name]) if f.name in stateful else f for f in base.features]
+        data_dir = Path(tempfile.gettempdir()) / f"streamscore-demo-{run_id}"
+        # memory: fresh topics each run, and the embedded broker cannot restart a RocksDB table (README)
+        update.update(engine="faust", features=features, faust=FaustSettings(data_dir=str(data_dir), store="memory"))
     if options.provider is not None:
         provider = {"provider": options.provider}
         if base.model is not None:
@@ -88,7 +104,7 @@ def _run(settings: Settings, options: DemoOptions) -> int:
     create_topics(k.bootstrap_servers, {k.source_topics[0]: SOURCE_PARTITIONS, k.destination_topic: SOURCE_PARTITIONS,
                                         k.dead_letter_topic: 1, **shadow})
     service = Service(settings)
-    service.start()
+    service.prepare()
     print(f"model {service.runner.name} {service.runner.version} on {service.runner.provider}; "
           f"producing {options.events:,} transactions to {k.source_topics[0]} "
           f"({'as fast as possible' if options.rate <= 0 else f'{options.rate:,.0f}/s'}) ...", flush=True)
@@ -98,13 +114,14 @@ def _run(settings: Settings, options: DemoOptions) -> int:
     producer.start()
     monitor.start()
     code = service.run(stop)
+    stop.set()  # the service may have stopped by itself (a failure): the progress line stops too
     elapsed = time.monotonic() - producer.started_at
     monitor.join()
     producer.join()
     if producer.error:
         print(f"\nproducer failed: {producer.error}", file=sys.stderr)
         return 1
-    totals = service.pipeline.totals if service.pipeline else Totals()
+    totals = service.totals
     landed = _count_outputs(k.bootstrap_servers, k.destination_topic, k.dead_letter_topic,
                             totals.scored, totals.dead_lettered)
     _summary(service, producer.produced, totals, landed, elapsed, options.rate)
@@ -128,7 +145,9 @@ class _ProducerThread(threading.Thread):
                                    "compression.type": "lz4", "message.max.bytes": 4_000_000})
 
     def run(self) -> None:
-        generator = TransactionGenerator(seed=self.options.seed, malformed_rate=self.options.malformed_rate)
+        stateful = self.options.engine == "faust"  # no precomputed counts; keyed by card, the state's key
+        generator = TransactionGenerator(seed=self.options.seed, malformed_rate=self.options.malformed_rate,
+                                         activity=not stateful)
         total, rate = self.options.events, self.options.rate
         chunk = 1000 if rate <= 0 else max(1, min(1000, int(rate / 100)))
         self._wait_for_assignment()
@@ -136,7 +155,8 @@ class _ProducerThread(threading.Thread):
         try:
             while self.produced < total:
                 n = min(chunk, total - self.produced)
-                for key, value in generator.encoded(n, now_ms=int(time.time() * 1000)):
+                for key, value in generator.encoded(n, now_ms=int(time.time() * 1000),
+                                                    key="card" if stateful else "transaction"):
                     while True:
                         try:
                             self._producer.produce(self.topic, value, key)
@@ -159,8 +179,7 @@ class _ProducerThread(threading.Thread):
         """Start once the service has joined its group, so latency measures scoring, not the join."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pipeline = self.service.pipeline
-            if pipeline is not None and pipeline.assigned:
+            if self.service.assigned:
                 return
             time.sleep(0.05)
 
@@ -172,10 +191,7 @@ def _monitor(service: Service, producer: _ProducerThread, stop: threading.Event)
     last_consumed, last_time = 0, time.monotonic()
     rate = 0.0
     while not stop.wait(0.25):
-        pipeline = service.pipeline
-        if pipeline is None:
-            continue
-        t = pipeline.totals
+        t = service.totals
         now = time.monotonic()
         if now - last_time >= 1.0:
             rate = (t.consumed - last_consumed) / (now - last_time)

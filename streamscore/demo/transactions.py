@@ -167,10 +167,12 @@ class TransactionGenerator:
     fixed age each) and merchants (one ``(category, country)`` each) are drawn per generator.
     """
 
-    def __init__(self, seed: int = 0, malformed_rate: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, malformed_rate: float = 0.0, activity: bool = True) -> None:
         if not 0.0 <= malformed_rate <= 1.0:
             raise ValueError(f"malformed_rate must be within [0, 1], got {malformed_rate}")
         self.seed = seed
+        self.activity = activity
+        """False: no event carries the precomputed ``activity`` counts (a stateful engine computes them)."""
         self.malformed_rate = malformed_rate
         self._rng = np.random.default_rng(seed)
         self._junk_rng = np.random.default_rng((seed, 1))  # malformed payloads only
@@ -204,13 +206,13 @@ class TransactionGenerator:
             labels.append(draw.labels)
         return events, np.concatenate(labels)
 
-    def encoded(self, n: int, now_ms: int | None = None) -> list[tuple[bytes, bytes]]:
+    def encoded(self, n: int, now_ms: int | None = None, key: str = "transaction") -> list[tuple[bytes, bytes]]:
         """``n`` (key, value) pairs ready to produce; a ``malformed_rate`` share is malformed.
 
-        The key is the transaction id; the value is the event as compact JSON with
-        ``event_time`` set to ``now_ms`` (default: the current time). A valid value decodes to
-        exactly what ``events`` returns for the same seed and calls, apart from ``event_time``.
-        Malformed values cycle through ``MALFORMED_KINDS`` and keep their unique key.
+        The key is the transaction id (``key="card"``: the card id, for state kept per card); the
+        value is the event as compact JSON with ``event_time`` set to ``now_ms`` (default: the
+        current time). A valid value decodes to exactly what ``events`` returns for the same seed
+        and calls, apart from ``event_time``. Malformed values cycle through ``MALFORMED_KINDS``.
         """
         stamp = int(time.time() * 1000) if now_ms is None else int(now_ms)
         pairs: list[tuple[bytes, bytes]] = []
@@ -225,7 +227,9 @@ class TransactionGenerator:
             for row, event in zip(redo, _build(subset), strict=True):
                 _drop_activity(event, draw.missing[row])
                 values[row] = self._malformed_value(event) if draw.broken[row] else orjson.dumps(event)
-            pairs.extend(zip([tid.encode() for tid in draw.columns[0]], values, strict=True))
+            keys = ([tid.encode() for tid in draw.columns[0]] if key == "transaction"
+                    else [b"card-%06d" % card for card in draw.columns[3]])
+            pairs.extend(zip(keys, values, strict=True))
         return pairs
 
     def _draw(self, n: int, stamp: int | None = None) -> _Draw:
@@ -267,6 +271,8 @@ class TransactionGenerator:
         self._clock_ms = float(clock[-1]) if n else self._clock_ms
         times: list[int] = clock.astype(np.int64).tolist() if stamp is None else [stamp] * n
         missing = rng.random((n, 3)) < (_NO_ACTIVITY, _NO_TX_1H, _NO_TX_24H)
+        if not self.activity:
+            missing[:, 0] = True
         broken = rng.random(n) < self.malformed_rate  # drawn always: same stream for any rate
 
         columns = (

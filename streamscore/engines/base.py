@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from streamscore.core.model import ModelRunner
 from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPartition
+from streamscore.core.scorer import ScoringSpec
+
+if TYPE_CHECKING:
+    from streamscore.metrics import Metrics, Totals
+    from streamscore.server import Health
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
 DeliveryCallback = Callable[..., None]
@@ -120,3 +127,27 @@ class Engine(Protocol):
 
     def check(self, timeout: float) -> None:
         """The cluster answers and the topics the service writes exist; raises BrokerError."""
+
+
+@runtime_checkable
+class StreamApp(Protocol):
+    """An engine that runs its own stream loop (a Faust application) around the scoring core, instead
+    of serving the service's pipeline a source and a producer."""
+
+    @property
+    def totals(self) -> Totals:
+        """What the stream did so far (consumed, scored, dead-lettered, decisions)."""
+        ...
+
+    @property
+    def assigned(self) -> int:
+        """Source partitions owned now."""
+        ...
+
+    def check(self, timeout: float) -> None:
+        """The cluster answers and the topics the service reads and writes exist; raises BrokerError."""
+
+    def run_stream(self, spec: ScoringSpec, runner: ModelRunner, metrics: Metrics, health: Health,
+                   stop: threading.Event) -> bool:
+        """Consume, score and write until ``stop`` is set; True when the last work was committed."""
+        ...

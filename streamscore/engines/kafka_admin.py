@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -59,3 +59,16 @@ def create_topics(bootstrap_servers: str, topics: Mapping[str, int], client: Map
             err = exc.args[0]
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"cannot create topic {name!r}: {err.str()}", err.code()) from None
+
+
+def partition_counts(settings: KafkaSettings, topics: Sequence[str], timeout: float) -> dict[str, int]:
+    """Partitions of each of ``topics`` that exists (BrokerError when no broker answers in time)."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client, "log_level": 2,
+                            "logger": _librdkafka_log}
+    admin = AdminClient(conf)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"kafka.bootstrap_servers: no broker reachable at {settings.bootstrap_servers} "
+                          f"within {timeout:g}s") from exc
+    return {t: len(metadata.topics[t].partitions) for t in topics if t in metadata.topics}

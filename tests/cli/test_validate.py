@@ -207,3 +207,27 @@ def test_graph_mistakes_are_one_line_naming_the_key(tmp_path: Path, good_model: 
                      "--skip-broker")
     assert result.returncode != 0
     assert error in one_error_line(result)
+
+
+STATEFUL = [{"name": "tx_count_1h", "aggregate": "count", "key": "card.id", "window": "1h"}]
+
+
+def test_stateful_features_validate_with_the_faust_engine_only(tmp_path: Path, good_model: Path) -> None:
+    features = [*DEMO["features"][:-2], *STATEFUL, DEMO["features"][-1]]
+    ok = run_cli("validate", "-c", str(write(tmp_path, good_model, features=features, engine="faust")),
+                 "--skip-broker")
+    assert ok.returncode == 0, ok.stderr
+    refused = run_cli("validate", "-c", str(write(tmp_path, good_model, features=features)), "--skip-broker")
+    assert refused.returncode == 2
+    assert "features[6].aggregate: stateful features need 'engine: faust'" in one_error_line(refused)
+    bad_window = [*features[:6], {**STATEFUL[0], "window": "an hour"}, features[7]]
+    refused = run_cli("validate", "-c", str(write(tmp_path, good_model, features=bad_window, engine="faust")),
+                      "--skip-broker")
+    assert refused.returncode == 2 and "expected a number and a unit" in one_error_line(refused)
+
+
+def test_the_faust_engine_refuses_exactly_once_on_one_line(tmp_path: Path, good_model: Path) -> None:
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model, engine="faust", delivery="exactly_once")),
+                     "--skip-broker")
+    assert result.returncode == 2
+    assert one_error_line(result).startswith("streamscore: error: delivery: engine faust runs at_least_once")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Self
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -27,8 +27,10 @@ RawItem = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
 """(key, value, headers) of one input whose header names are bytes."""
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[Item], partition: int | None = None) -> int:
-    """Produce (key, value, headers) items; returns how many were acknowledged."""
+def produce(bootstrap: str, topic: str, items: Iterable[Item], partition: int | None = None,
+            timestamps: Sequence[int] | None = None) -> int:
+    """Produce (key, value, headers) items (with these record timestamps, in ms, if given); returns
+    how many were acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
                          "message.max.bytes": 4_000_000})
     acked = 0
@@ -38,8 +40,9 @@ def produce(bootstrap: str, topic: str, items: Iterable[Item], partition: int | 
         if err is None:
             acked += 1
 
-    for key, value, headers in items:
-        produce_one(producer, topic, value, key, headers=headers, partition=partition, on_delivery=on_delivery)
+    for i, (key, value, headers) in enumerate(items):
+        produce_one(producer, topic, value, key, headers=headers, partition=partition, on_delivery=on_delivery,
+                    timestamp_ms=None if timestamps is None else timestamps[i])
         producer.poll(0)
     assert producer.flush(30) == 0, "inputs not acknowledged by the broker"
     return acked
