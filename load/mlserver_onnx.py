@@ -8,9 +8,10 @@ project's: MLServer is no dependency of streamscore. ``load.rest`` copies this f
 model's ``model-settings.json``, whose ``parameters.extra`` carries the model file, the
 onnxruntime intra-op threads and the decision thresholds.
 
-Inference runs on one worker thread (as in ``streamscore serve``), so with ``parallel_workers: 0``
-the event loop keeps taking requests while the model works; with ``parallel_workers`` > 0 it
-runs the same way inside MLServer's inference worker process. Every 0.1 s a thread of the runtime
+The model is called inline in ``predict`` (as MLServer's own runtimes call theirs), or, with
+``parameters.extra.offload``, on one thread of its own (as ``streamscore serve`` does), so the
+event loop keeps taking requests while the model works; with ``parallel_workers`` > 0 all this
+happens inside MLServer's inference worker process. Every 0.1 s a thread of the runtime
 writes its running totals "rows calls" to the file ``parameters.extra.stats``, so the benchmark reads the
 effect of MLServer's adaptive batching as it reads streamscore's ``streamscore_serve_batch_size``
 (a custom MLServer metric would show only with ``parallel_workers`` > 0).
@@ -47,7 +48,7 @@ class OnnxFraudModel(MLModel):  # type: ignore[misc]
         rules = sorted(extra.get("rules", []), key=lambda r: r["min_score"])
         self._thresholds = np.asarray([r["min_score"] for r in rules], dtype=np.float32)
         self._labels = np.asarray([extra.get("default", "approve"), *[r["label"] for r in rules]], dtype=object)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference") if extra.get("offload") else None
         self._stats = Path(extra["stats"])
         self._rows = self._calls = 0
         threading.Thread(target=self._report, name="stats", daemon=True).start()
@@ -57,7 +58,10 @@ class OnnxFraudModel(MLModel):  # type: ignore[misc]
         features = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32, copy=False)
         if features.ndim == 1:
             features = features.reshape(1, -1)
-        scores, decisions = await asyncio.get_running_loop().run_in_executor(self._executor, self._score, features)
+        if self._executor is None:
+            scores, decisions = self._score(features)
+        else:
+            scores, decisions = await asyncio.get_running_loop().run_in_executor(self._executor, self._score, features)
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,

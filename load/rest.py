@@ -16,10 +16,11 @@ Targets (each server its own process on the demo model, CPU provider):
 - ``granian``: the same app on granian (Rust HTTP server, ASGI interface, uvloop);
 - ``mlserver``: MLServer 1.7 with the custom runtime ``load/mlserver_onnx.py`` (onnxruntime on the
   same model file, the same intra-op threads, the same score and decision outputs),
-  ``parallel_workers: 0`` (inference on one thread of the server process, like streamscore),
-  its adaptive batching set to streamscore's ``serve.max_batch_size`` and ``serve.max_wait_ms``;
-  the same ``infer`` body as ``streamscore-infer``;
-- ``mlserver-worker``: the same with ``parallel_workers: 1`` (MLServer's default: inference in one
+  ``parallel_workers: 0`` (one process, as ``streamscore serve``), the model called inline in
+  ``predict`` as MLServer's own runtimes do, its adaptive batching set to streamscore's
+  ``serve.max_batch_size`` and ``serve.max_wait_ms``; the same ``infer`` body as ``streamscore-infer``;
+- ``mlserver-thread``: the same, the model called on one thread of its own (as streamscore does);
+- ``mlserver-worker``: the first with ``parallel_workers: 1`` (MLServer's default: inference in one
   worker process beside the HTTP process).
 Each row also gives the mean rows per model call (streamscore: ``streamscore_serve_batch_size``;
 MLServer: the runtime's ``fraud_batch_rows`` metric), so dynamic batching shows next to the rates,
@@ -75,6 +76,8 @@ class Target:
     """event (one JSON transaction) or tensor (its feature row as a V2 infer request)."""
     workers: int = 0
     """MLServer's ``parallel_workers``."""
+    offload: bool = False
+    """MLServer runtime: onnxruntime on a thread of its own (as streamscore) rather than inline."""
 
 
 TARGETS = {
@@ -83,9 +86,10 @@ TARGETS = {
     "uvicorn-h11": Target("uvicorn-h11", f"/v1/score/{MODEL}", "event"),
     "granian": Target("granian", f"/v1/score/{MODEL}", "event"),
     "mlserver": Target("mlserver", f"/v2/models/{MODEL}/infer", "tensor", workers=0),
+    "mlserver-thread": Target("mlserver", f"/v2/models/{MODEL}/infer", "tensor", workers=0, offload=True),
     "mlserver-worker": Target("mlserver", f"/v2/models/{MODEL}/infer", "tensor", workers=1),
 }
-DEFAULT_TARGETS = ["streamscore", "streamscore-infer", "mlserver", "mlserver-worker"]
+DEFAULT_TARGETS = ["streamscore", "streamscore-infer", "mlserver", "mlserver-thread", "mlserver-worker"]
 
 
 @dataclass(frozen=True)
@@ -119,17 +123,17 @@ def server_command(server: str, port: int, config: Path) -> list[str]:
     raise SystemExit(f"unknown server {server!r}")
 
 
-def mlserver_repository(folder: Path, config: Path, port: int, workers: int) -> Path:
+def mlserver_repository(folder: Path, config: Path, port: int, target: Target) -> Path:
     """An MLServer model repository serving the demo model with ``load/mlserver_onnx.py``, set up
     like ``config``'s streamscore: model file, intra-op threads, decisions and batching."""
     settings = load_settings(config)
-    root = folder / f"mlserver-{workers}"
+    root = folder / f"mlserver-{target.workers}-{target.offload}"
     model = root / MODEL
     model.mkdir(parents=True, exist_ok=True)
     shutil.copy(MLSERVER_RUNTIME, model / MLSERVER_RUNTIME.name)
     (root / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-        "parallel_workers": workers, "debug": False}))
+        "parallel_workers": target.workers, "debug": False}))
     decisions, model_settings = settings.decisions, settings.model
     assert model_settings is not None, "the demo config has one model"
     (model / "model-settings.json").write_text(json.dumps({
@@ -139,7 +143,8 @@ def mlserver_repository(folder: Path, config: Path, port: int, workers: int) -> 
         "max_batch_time": settings.serve.max_wait_ms / 1000,
         "parameters": {"extra": {
             "model": str(model_settings.path), "intra_op_threads": model_settings.intra_op_threads,
-            "score_column": model_settings.score_column, "stats": str(root / "stats.txt"), "default": decisions.default,
+            "score_column": model_settings.score_column, "stats": str(root / "stats.txt"), "offload": target.offload,
+            "default": decisions.default,
             "rules": [{"label": r.label, "min_score": r.min_score} for r in decisions.rules]}},
     }))
     return root
@@ -230,7 +235,7 @@ def measure(name: str, concurrencies: list[int], duration: float, intra_op_threa
     config = write_config(folder, "127.0.0.1:1", Topics("in", "out", "dlq", "g", 1),
                           serve={"host": "127.0.0.1", "port": port}, model={"intra_op_threads": intra_op_threads})
     script = lua_script(bodies(config)[target.body], folder / f"{target.body}.lua")
-    served = mlserver_repository(folder, config, port, target.workers) if target.server == "mlserver" else config
+    served = mlserver_repository(folder, config, port, target) if target.server == "mlserver" else config
     results = []
     with running(target, port, served, folder / f"{name}.log") as url:
         wrk(url + target.path, script, 4, 2)  # warm-up
