@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,13 +32,12 @@ from confluent_kafka import Consumer, TopicPartition
 from load.benchmark import PARTITIONS, produce_all, streamscore
 from load.peers.job import write_job
 from load.peers.validate import validate
+from load.peers.venvs import COMMON, VENVS, make_venv
 from streamscore.broker import EmbeddedBroker
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.engines.kafka_admin import create_topics
 
 HERE = Path(__file__).parent
-VENVS = HERE / ".venvs"
-COMMON = ["onnxruntime==1.32.0", "numpy==2.4.6", "orjson==3.13.0"]
 PEERS: dict[str, tuple[str, list[str]]] = {
     "tight": ("tight_loop.py", ["confluent-kafka==2.16.1"]),
     "bytewax": ("bytewax_flow.py", ["bytewax[kafka]==0.21.1"]),
@@ -56,15 +54,7 @@ recovery snapshots)."""
 def setup(peers: list[str]) -> None:
     """One virtual environment per peer under ``load/peers/.venvs``; rebuilt when its pins change."""
     for peer in peers:
-        venv, pins = VENVS / peer, [*PEERS[peer][1], *COMMON]
-        stamp = venv / "pins.txt"
-        if stamp.exists() and stamp.read_text().split() == pins:
-            print(f"{peer}: {venv} up to date", flush=True)
-            continue
-        print(f"{peer}: installing {' '.join(pins)} into {venv} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *pins], check=True)
-        stamp.write_text("\n".join(pins) + "\n")
+        make_venv(peer, [*PEERS[peer][1], *COMMON])
 
 
 def run_peer(peer: str, bootstrap: str, topics: dict[str, str], group: str, total: int, workdir: Path,

@@ -88,7 +88,11 @@ class RestApp:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._lanes: dict[tuple[str, str, str], DynamicBatcher[Any, Any]] = {}
         self._openapi = orjson.dumps(openapi(token is not None))
-        routes = [
+        routes = [  # the scoring routes first: Starlette tries each route's pattern in turn, per request
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v1/score/{name}", self.score, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
+            Route("/v1/score/{name}/versions/{version}", self.score, methods=["POST"]),
             Route("/v2", self.server_metadata),
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
@@ -97,10 +101,6 @@ class RestApp:
             Route("/v2/models/{name}/ready", self.model_ready),
             Route("/v2/models/{name}/versions/{version}", self.model_metadata),
             Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
-            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
-            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
-            Route("/v1/score/{name}", self.score, methods=["POST"]),
-            Route("/v1/score/{name}/versions/{version}", self.score, methods=["POST"]),
             Route("/openapi.json", self.openapi_document),
             Route("/metrics", self.prometheus),
         ]
@@ -199,7 +199,8 @@ class RestApp:
     async def _submit(self, lane: DynamicBatcher[Any, Any], items: list[Any]) -> list[Any]:
         timeout = self.settings.request_timeout_s
         try:
-            return await asyncio.wait_for(lane.submit(items), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
+                return await lane.submit(items)
         except Overloaded as exc:
             raise BadRequest(503, "overloaded", str(exc)) from None
         except TimeoutError:
@@ -295,6 +296,9 @@ class Metered:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
+        """The labelled children, looked up once (``labels`` takes a lock and builds a key per call)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,5 +318,11 @@ class Metered:
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "none")
-            self.metrics.serve_requests.labels(route, str(status)).inc()
-            self.metrics.serve_request_seconds.labels(route).observe(time.perf_counter() - started)
+            counter = self._counters.get((route, status))
+            if counter is None:
+                counter = self._counters[route, status] = self.metrics.serve_requests.labels(route, str(status))
+            timer = self._timers.get(route)
+            if timer is None:
+                timer = self._timers[route] = self.metrics.serve_request_seconds.labels(route)
+            counter.inc()
+            timer.observe(time.perf_counter() - started)

@@ -42,8 +42,9 @@ class RestServer:
         sock.listen(2048)
         self._socket = sock
         # log_config=None: uvicorn leaves the service's logging as the CLI configured it
+        # proxy_headers=False: nothing reads the client address, so no X-Forwarded-* rewriting per request
         config = uvicorn.Config(app.asgi, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=5, server_header=False)
+                                timeout_graceful_shutdown=5, server_header=False, proxy_headers=False)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
