@@ -1,7 +1,8 @@
 """``streamscore run --workers N``: N scoring processes in one consumer group on one host.
 
 Each worker is a plain ``streamscore run`` child with its own metrics port (base port + index);
-the parent forwards SIGTERM/SIGINT and exits with the worst child exit code.
+the parent forwards SIGTERM/SIGINT (stop) and SIGHUP (reload the models) and exits with the worst
+child exit code.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | 
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its models (its default would end the parent)
     stopping = False
     while True:
         polled = [c.poll() for c in children]  # every child, each turn: a worker that exited must be seen
