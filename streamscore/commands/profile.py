@@ -44,7 +44,7 @@ def _command(args: argparse.Namespace) -> int:
     profile = profile_events(settings, events, args.data.name)
     out = args.out or profile_path(model.path)
     write_profile(profile, out)
-    print(f"profile ok: {out} ({profile['rows']} rows of {len(events)}; "
+    print(f"profile ok: {out} ({profile['rows']} rows profiled of {len(events)} read; "
           f"score p50 {profile['score']['quantiles'].get('p50', float('nan')):.4f})")
     return 0
 
