@@ -9,7 +9,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from streamscore.batch.inputs import events_of, chunks, format_of
+from streamscore.batch.inputs import chunks, events_of, format_of
 from streamscore.batch.outputs import reject_line
 from streamscore.batch.parts import Counts, Part, State
 from streamscore.config import DestinationSettings, Settings
