@@ -140,3 +140,11 @@ def test_a_worker_scores_only_its_share_of_the_parts(tmp_path: Path) -> None:
     assert batch.run(threading.Event()).counts.read == 50
     scores, _ = read_output(out)
     assert {Path(r["source"]["topic"]).name for r in scores} == {"in-1.jsonl"}
+
+
+def test_workers_below_one_is_one_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.jsonl", events(10, seed=1))
+    config = batch_config(tmp_path, {"input": {"files": [str(tmp_path / "a.jsonl")]}, "output": str(tmp_path / "o")})
+    assert main(["batch", "-c", str(config), "--progress", "log", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "streamscore: error: --workers: expected a whole number of at least 1, got 0"
