@@ -3,6 +3,7 @@ or into a PostgreSQL table (a server started for the run).
 
     python -m load.batch --rows 5000000 --format parquet                 # rows/s and peak RSS
     python -m load.batch --rows 1000000 --format jsonl --to postgres      # the postgresql destination
+    python -m load.batch --rows 200000 --files 4 --workers 1,2            # --workers N, one after another
 
 The input file is generated once per (rows, format) under ``--workdir`` and reused; a Parquet file
 repeats one block of 200,000 generated rows (the cost per row does not depend on repeats). The run is
@@ -61,13 +62,29 @@ def input_file(workdir: Path, rows: int, fmt: str) -> Path:
     return path
 
 
-def config(workdir: Path, source: Path, to: str, dsn: str | None, chunk_rows: int) -> Path:
+def copies(workdir: Path, source: Path, files: int) -> list[Path]:
+    """``source`` as ``files`` files (hard links where possible): the parts ``--workers`` shares out."""
+    if files == 1:
+        return [source]
+    paths = []
+    for i in range(files):
+        path = workdir / f"copy-{i}-{source.name}"
+        path.unlink(missing_ok=True)
+        try:
+            os.link(source, path)
+        except OSError:
+            shutil.copyfile(source, path)
+        paths.append(path)
+    return paths
+
+
+def config(workdir: Path, sources: list[Path], to: str, dsn: str | None, chunk_rows: int, workers: int) -> Path:
     demo = Path(__file__).resolve().parents[1] / "streamscore" / "demo"
     settings = yaml.safe_load((demo / "config.yaml").read_text())
     settings["model"].update(path=str(demo / "fraud_model.onnx"), provider="cpu")
     out = workdir / "out"
     shutil.rmtree(out, ignore_errors=True)
-    settings["batch"] = {"input": {"files": [str(source)]}, "chunk_rows": chunk_rows}
+    settings["batch"] = {"input": {"files": [str(s) for s in sources]}, "chunk_rows": chunk_rows, "workers": workers}
     if to == "postgres":
         settings["batch"]["state"] = str(out / "_streamscore")
         settings["batch"]["rejects"] = str(out / "rejects")  # no broker needed
@@ -79,17 +96,40 @@ def config(workdir: Path, source: Path, to: str, dsn: str | None, chunk_rows: in
     return path
 
 
+def measure(path: Path, args: argparse.Namespace, workers: int, dsn: str | None) -> dict[str, object]:
+    rows = args.rows * args.files
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "streamscore", "batch", "-c", str(path), "--progress", "log"],
+                          capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    # the largest process waited for so far (with workers: a worker, which its parent waited for)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if done.returncode != 0:
+        raise SystemExit(f"streamscore batch failed:\n{done.stderr[-3000:]}")
+    rows_out = None
+    if dsn is not None:
+        with psycopg.connect(dsn) as conn:
+            rows_out = conn.execute("SELECT count(*) FROM bench_scores").fetchone()[0]  # type: ignore[index]
+    return {"rows": rows, "files": args.files, "workers": workers, "format": args.format, "to": args.to,
+            "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds), "peak_rss_mb": round(peak_mb),
+            "summary": done.stdout.strip(), "table_rows": rows_out, "cpus": os.cpu_count(),
+            "load_1m": round(os.getloadavg()[0], 1), "python": platform.python_version()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--format", choices=["parquet", "jsonl", "csv"], default="parquet")
     parser.add_argument("--to", choices=["folder", "postgres"], default="folder")
     parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument("--files", type=int, default=1, help="score FILES copies of the --rows file (rows x FILES)")
+    parser.add_argument("--workers", default="1", help="comma-separated worker counts, run one after another")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/streamscore-batch-bench"))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     source = input_file(args.workdir, args.rows, args.format)
+    sources = copies(args.workdir, source, args.files)
     print(f"input: {source} ({source.stat().st_size / 1e6:.0f} MB, made or found in "
           f"{time.monotonic() - started:.0f}s)", flush=True)
     server = None
@@ -99,23 +139,12 @@ def main() -> None:
             raise SystemExit("PostgreSQL is not installed")
         server = PostgresServer(bin_dir).init().start()
     try:
-        path = config(args.workdir, source, args.to, server.dsn if server else None, args.chunk_rows)
-        started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "streamscore", "batch", "-c", str(path), "--progress", "log"],
-                              capture_output=True, text=True, check=False)
-        seconds = time.monotonic() - started
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if done.returncode != 0:
-            raise SystemExit(f"streamscore batch failed:\n{done.stderr[-3000:]}")
-        rows_out = None
-        if server is not None:
-            with psycopg.connect(server.dsn) as conn:
-                rows_out = conn.execute("SELECT count(*) FROM bench_scores").fetchone()[0]  # type: ignore[index]
-        result = {"rows": args.rows, "format": args.format, "to": args.to, "seconds": round(seconds, 1),
-                  "rows_per_s": round(args.rows / seconds), "peak_rss_mb": round(peak_mb),
-                  "summary": done.stdout.strip(), "table_rows": rows_out, "cpus": os.cpu_count(),
-                  "python": platform.python_version()}
-        print(json.dumps(result, indent=2))
+        for workers in [int(w) for w in args.workers.split(",")]:
+            if server is not None:
+                with psycopg.connect(server.dsn, autocommit=True) as conn:
+                    conn.execute("DROP TABLE IF EXISTS bench_scores")
+            path = config(args.workdir, sources, args.to, server.dsn if server else None, args.chunk_rows, workers)
+            print(json.dumps(measure(path, args, workers, server.dsn if server else None), indent=2), flush=True)
     finally:
         if server is not None:
             server.remove()

@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("-c", "--config", type=Path, required=True, help="YAML configuration file")
     batch.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
                        help="a progress bar (default on a terminal) or a log line every 10 s")
+    batch.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="score with N processes, each with its own files or partitions (default: batch.workers)")
     batch.set_defaults(command=_batch)
 
     demo = commands.add_parser("demo", help="score synthetic card transactions with the demo fraud model")
@@ -166,6 +168,10 @@ def _batch(args: argparse.Namespace) -> int:
 
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
+    if args.workers is not None and settings.batch is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers: expected a whole number of at least 1, got {args.workers}")
+        settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"workers": args.workers})})
     summary = BatchRun(settings, progress={"auto": None, "bar": True, "log": False}[args.progress]).run(stop)
     print(f"batch {'stopped' if stop.is_set() else 'done'}: {summary.line()}")
     return 0

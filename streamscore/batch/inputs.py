@@ -128,18 +128,18 @@ def _arrow_chunks(path: str, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
         rows += batch.num_rows
         while rows >= chunk_rows:
             table = pa.Table.from_batches(held)
-            yield number, _events_of(table.slice(0, chunk_rows))
+            yield number, events_of(table.slice(0, chunk_rows))
             rest = table.slice(chunk_rows)
             held, rows, number = rest.to_batches(), rest.num_rows, number + 1
     if rows:
-        yield number, _events_of(pa.Table.from_batches(held))
+        yield number, events_of(pa.Table.from_batches(held))
 
 
 TO_PYTHON_ROWS = 4096
 """Rows turned into Python objects at a time: the dicts of a whole chunk are never held at once."""
 
 
-def _events_of(table: pa.Table) -> Callable[[], list[bytes]]:
+def events_of(table: pa.Table) -> Callable[[], list[bytes]]:
     def build() -> list[bytes]:
         nest = any("." in name for name in table.column_names)
         dumps = orjson.dumps

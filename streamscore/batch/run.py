@@ -10,6 +10,7 @@ otherwise, so a killed run started again with the same arguments leaves each inp
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from streamscore.core.records import DeadLetter, Headers, Rejection, ScoredBatch
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.destinations.base import Outputs
 from streamscore.engines.base import StreamApp
-from streamscore.errors import ConfigError
+from streamscore.errors import ConfigError, StreamScoreError
 from streamscore.plugins import Plugins
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,64 @@ class BatchRun:
         output = None if self.batch.output is None else Path(self.batch.output)
         self.state = State(Path(self.batch.state) if self.batch.state else (output or Path()) / "_streamscore")
         self._range: Any = None
+        self.share = (0, 1)
+        """(this worker, of how many): this run scores the parts whose index mod the second is the first."""
+
+    def _identity(self) -> dict[str, Any]:
+        return {"input": self.batch.input.model_dump(mode="json"), "chunk_rows": self.batch.chunk_rows}
+
+    def _run_workers(self, stop: threading.Event) -> Summary:
+        """``workers`` processes, each scoring its share of the plan (saved here first, so they all
+        read the same one); their summaries summed. A stop is passed on to each as SIGTERM."""
+        import multiprocessing
+
+        try:
+            self.state.load_or_save(self._identity(), self._plan)
+        finally:
+            if self._range is not None:
+                self._range.close()
+                self._range = None
+        n = self.batch.workers
+        context = multiprocessing.get_context("spawn")  # no librdkafka or onnxruntime threads forked
+        results = context.Queue()
+        procs = [context.Process(target=_worker, args=(self.settings, w, n, results, logging.getLogger().level),
+                                 name=f"streamscore-batch-{w}") for w in range(n)]
+        for p in procs:
+            p.start()
+        summary, received, signalled = Summary(), 0, False
+        try:
+            while received < n:
+                if stop.is_set() and not signalled:
+                    signalled = True
+                    for p in procs:
+                        p.terminate()
+                try:
+                    part: Summary | None = results.get(timeout=0.5)
+                except queue.Empty:
+                    failed = [p.name for p in procs if p.exitcode not in (None, 0)]
+                    if failed and not signalled:
+                        raise StreamScoreError(f"batch: worker {', '.join(failed)} failed (see its log); "
+                                               f"the next run with the same arguments resumes") from None
+                    if signalled and all(p.exitcode is not None for p in procs):
+                        break
+                    continue
+                received += 1
+                if part is not None:
+                    summary.counts += part.counts
+                    summary.resumed += part.resumed
+                    for reason, count in part.reasons.items():
+                        summary.reasons[reason] = summary.reasons.get(reason, 0) + count
+        finally:
+            for p in procs:
+                if p.is_alive() and received < n:
+                    p.terminate()
+                p.join(30)
+        return summary
 
     def run(self, stop: threading.Event | None = None) -> Summary:
         stop = stop or threading.Event()
+        if self.batch.workers > 1 and self.share == (0, 1):
+            return self._run_workers(stop)
         from streamscore.service import assemble, build_runner
 
         b = self.batch
@@ -150,18 +206,19 @@ class BatchRun:
         return parts
 
     def _run(self, scorer: Scorer, sink: ChunkSink, stop: threading.Event) -> Summary:
-        identity = {"input": self.batch.input.model_dump(mode="json"), "chunk_rows": self.batch.chunk_rows}
-        parts = self.state.load_or_save(identity, self._plan)
+        parts = self.state.load_or_save(self._identity(), self._plan)
         if self.batch.input.kafka is not None and self._range is None:
             self._range = _source_of(self.settings)
-        done = self.state.done()
+        worker, workers = self.share
+        mine = [(index, part) for index, part in enumerate(parts) if index % workers == worker]
+        done = {key: counts for key, counts in self.state.done().items() if key[0] % workers == worker}
         summary = Summary()
         for counts in done.values():
             summary.counts += counts
             summary.resumed += counts
-        total = sum(p.rows or 0 for p in parts) if all(p.rows is not None for p in parts) else None
+        total = sum(p.rows or 0 for _, p in mine) if all(p.rows is not None for _, p in mine) else None
         with Progress(total, summary.resumed.read, self.progress) as progress:
-            for index, part in enumerate(parts):
+            for index, part in mine:
                 for chunk, messages in self._chunks(part, done, index):
                     if stop.is_set():
                         log.info("stopped: the next run with the same arguments resumes here")
@@ -205,6 +262,19 @@ class BatchRun:
         merged = _merge(results)
         sink.write(part, chunk, keys, merged, letters)
         return Counts(len(messages), len(merged.outputs), len(letters))
+
+
+def _worker(settings: Settings, worker: int, workers: int, results: Any, level: int) -> None:
+    """One of ``workers`` processes: its share of the plan; puts its summary (None: it stopped) on ``results``."""
+    from streamscore.signals import stop_on_signals
+
+    logging.basicConfig(level=level, format=f"%(asctime)s worker {worker} %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run = BatchRun(settings, progress=False)
+    run.share = (worker, workers)
+    summary = run.run(stop)
+    results.put(summary)
 
 
 def _headers(message: SourceMessage) -> Headers:

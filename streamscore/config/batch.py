@@ -69,6 +69,9 @@ class BatchSettings(Section):
     """Rows per part: the unit that is written atomically and that a resumed run skips when done."""
     batch_rows: int = Field(default=5_000, ge=1)
     """Rows per call of the scoring core (the model's batch)."""
+    workers: int = Field(default=1, ge=1)
+    """Processes that score at once on this machine, each with its own share of the plan's files or
+    topic partitions (part ``i`` goes to worker ``i mod workers``); resuming works as with one."""
 
     @model_validator(mode="after")
     def _somewhere(self) -> BatchSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -101,3 +102,49 @@ def test_a_glob_that_names_nothing_is_one_config_error(tmp_path: Path, capsys: p
     assert main(["batch", "-c", str(config), "--progress", "log"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"streamscore: error: batch.input.files: '{tmp_path / 'none-*.csv'}' names no file"
+
+
+def test_workers_share_the_files_and_a_killed_run_resumes_each_input_once(tmp_path: Path) -> None:
+    for i in range(4):
+        write(tmp_path / f"in-{i}.jsonl", events(600, seed=40 + i, malformed_rate=0.02))
+    out = tmp_path / "out"
+    config = batch_config(tmp_path, {"input": {"files": [str(tmp_path / "in-*.jsonl")]}, "output": str(out),
+                                     "chunk_rows": 20, "batch_rows": 20})
+    command = [sys.executable, "-m", "streamscore", "batch", "-c", str(config), "--progress", "log", "--workers", "2"]
+    # its own process group: kill -9 of the group is the whole run killed (the parent and both workers)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    done = out / "_streamscore" / "done"
+    try:
+        wait_for(lambda: done.exists() and len(list(done.iterdir())) >= 8, 90, "8 chunks written")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert len(list(done.iterdir())) < 120, "killed in the middle"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr
+    scores, rejects = read_output(out)
+    seen = collections.Counter(positions(scores) + positions(rejects))
+    assert max(seen.values()) == 1, "an input written twice"
+    assert len(seen) == 2400, "an input lost"
+    assert f"read 2400 = scored {len(scores)} + rejected {len(rejects)}" in result.stdout
+    assert "by an earlier run" in result.stdout
+
+
+def test_a_worker_scores_only_its_share_of_the_parts(tmp_path: Path) -> None:
+    for i in range(3):
+        write(tmp_path / f"in-{i}.jsonl", events(50, seed=60 + i))
+    out = tmp_path / "out"
+    batch = BatchRun(load_settings(batch_config(tmp_path, {"input": {"files": [str(tmp_path / "in-*.jsonl")]},
+                                                           "output": str(out), "workers": 2})), progress=False)
+    batch.share = (1, 2)
+    assert batch.run(threading.Event()).counts.read == 50
+    scores, _ = read_output(out)
+    assert {Path(r["source"]["topic"]).name for r in scores} == {"in-1.jsonl"}
+
+
+def test_workers_below_one_is_one_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.jsonl", events(10, seed=1))
+    config = batch_config(tmp_path, {"input": {"files": [str(tmp_path / "a.jsonl")]}, "output": str(tmp_path / "o")})
+    assert main(["batch", "-c", str(config), "--progress", "log", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "streamscore: error: --workers: expected a whole number of at least 1, got 0"

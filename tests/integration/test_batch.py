@@ -31,7 +31,7 @@ def run_batch(config: Path) -> str:
     return BatchRun(load_settings(config), progress=False).run(threading.Event()).line()
 
 
-def test_a_topic_range_gives_exactly_its_records_and_joins_no_group(
+def test_a_topic_range_gives_exactly_its_records_and_joins_no_group_with_two_workers(
         bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path], tmp_path: Path) -> None:
     t = topics(2)
     pairs = TransactionGenerator(seed=40).encoded(120)
@@ -39,7 +39,8 @@ def test_a_topic_range_gives_exactly_its_records_and_joins_no_group(
         produce(bootstrap, t.source, [(k, v, None) for k, v in pairs[partition::2]], partition=partition)
     out = tmp_path / "out"
     config = write_config(t, batch={"input": {"kafka": {"start_offset": 10, "end_offset": 45}},
-                                    "output": str(out), "format": "jsonl", "chunk_rows": 10})
+                                    "output": str(out), "format": "jsonl", "chunk_rows": 10,
+                                    "workers": 2})  # a partition each
     line = run_batch(config)
     scores, rejects = read_output(out)
     assert rejects == []

@@ -9,7 +9,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from streamscore.batch.inputs import _events_of, chunks, format_of
+from streamscore.batch.inputs import chunks, events_of, format_of
 from streamscore.batch.outputs import reject_line
 from streamscore.batch.parts import Counts, Part, State
 from streamscore.config import DestinationSettings, Settings
@@ -33,7 +33,7 @@ def test_the_plan_is_kept_and_done_chunks_are_remembered(tmp_path: Path) -> None
 
 def test_dotted_columns_become_nested_objects() -> None:
     table = pa.table({"card.present": [True], "card.id": ["c1"], "amount": [1.5]})
-    assert [orjson.loads(v) for v in _events_of(table)()] == [{"card": {"present": True, "id": "c1"}, "amount": 1.5}]
+    assert [orjson.loads(v) for v in events_of(table)()] == [{"card": {"present": True, "id": "c1"}, "amount": 1.5}]
 
 
 def test_jsonl_chunks_have_exact_sizes_and_keep_bad_lines(tmp_path: Path) -> None:
