@@ -1,12 +1,16 @@
 """Instructions per event of the scoring core, counted by valgrind's callgrind: a cost figure that
 does not move with the machine's load, unlike seconds.
 
-    python -m load.instructions [--events 5000] [--batch 1000]
+    python -m load.instructions [--events 5000] [--batch 1000] [--scope core|pipeline]
 
 Two runs under ``valgrind --tool=callgrind`` generate the same 2N demo events and score N and 2N
 of them (``Scorer.score``, demo model on the CPU, one onnxruntime thread so no spinning pool
 blurs the count, and a fixed hash seed, one source of the 0.7% by which two runs of the same core
 from two checkouts differed); their difference over N is the cost of one event, start-up cancelled out.
+
+``--scope pipeline`` counts the whole stream loop instead (``load.edge``: the service's ``Pipeline``
+over the real Kafka edge with in-memory librdkafka clients and real ``confluent_kafka.Message``s):
+the core plus consuming, batching, offset tracking, writing, delivery reports, commits and metrics.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ RUNS = (1, 2)
 """Multiples of --events scored by the two runs."""
 
 
-def child(events: int, score: int, batch: int) -> None:
+def child(events: int, score: int, batch: int, scope: str) -> None:
     """Score ``score`` of ``events`` generated events (run under valgrind by the parent)."""
+    if scope == "pipeline":
+        from load.edge import drain
+        from streamscore.demo.transactions import TransactionGenerator
+
+        generated = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
+        drain(generated[:score], batch)
+        return
     from importlib.resources import files
 
     from load.pipeline_throughput import _Message
@@ -45,10 +56,11 @@ def child(events: int, score: int, batch: int) -> None:
         scorer.score(messages[start:start + batch])
 
 
-def instructions(events: int, score: int, batch: int, workdir: Path) -> int:
+def instructions(events: int, score: int, batch: int, scope: str, workdir: Path) -> int:
     out = workdir / f"callgrind.{score}.out"
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch)],
+                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch),
+                    "--scope", scope],
                    check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
     if match is None:
@@ -60,16 +72,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--scope", choices=["core", "pipeline"], default="core",
+                        help="the scoring core alone, or the whole stream loop without a broker (load.edge)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     generated = args.events * max(RUNS)
     if args.child is not None:
-        child(generated, args.child, args.batch)
+        child(generated, args.child, args.batch, args.scope)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        counts: dict[int, Any] = {n: instructions(generated, n * args.events, args.batch, Path(tmp)) for n in RUNS}
+        counts: dict[int, Any] = {n: instructions(generated, n * args.events, args.batch, args.scope, Path(tmp))
+                                   for n in RUNS}
     per_event = (counts[2] - counts[1]) / args.events
-    print(f"scoring core: {per_event:,.0f} instructions per event "
+    what = "scoring core" if args.scope == "core" else "stream loop without a broker (load.edge)"
+    print(f"{what}: {per_event:,.0f} instructions per event "
           f"(callgrind; {args.events:,} events in batches of {args.batch:,}; demo model, 1 onnxruntime thread)")
 
 

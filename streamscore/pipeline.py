@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import methodcaller
 
 from streamscore.breaker import Breaker
 from streamscore.config import BatchingSettings
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_EARLY_FRACTION = 0.5
 """A commit is due, whatever the interval, once this share of the window is uncommitted."""
+
+_key = methodcaller("key")
 
 EXIT_MARGIN = 0.1
 """Seconds of the stop bound kept for the exit itself (closing clients, returning)."""
@@ -160,7 +163,7 @@ class Pipeline:
     def _emit(self, batch: Sequence[SourceMessage], result: ScoredBatch) -> None:
         self.committer.begin()
         ticket = self.committer.track(batch, self.outputs.records_for(result))
-        keys = [batch[row].key() for row in result.scored]
+        keys = list(map(_key, map(batch.__getitem__, result.scored)))
         letters = [self.scorer.dead_letter(batch[r.index], r, self.source.headers(batch[r.index]))
                    for r in result.rejections]
         self.outputs.write(keys, result, letters, ticket.ack)

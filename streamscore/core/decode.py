@@ -6,6 +6,7 @@ Nothing here raises on bad input: each value comes back as an event (a dict) or 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import add, methodcaller
 from typing import Any
 
 import orjson
@@ -13,20 +14,63 @@ import orjson
 from streamscore.core.features import json_type
 from streamscore.core.records import Reason, Rejection
 
+CHUNK = 32
+"""Values decoded together on the fast path; a chunk holding a bad value is decoded value by value.
+With 0.2% bad values, 94% of chunks of 32 take the fast path."""
+
 
 def decode(values: Sequence[bytes | None], max_bytes: int,
            max_depth: int = 64) -> tuple[list[Any], list[Rejection]]:
     """JSON-decode each value; a rejected position holds None in the first list.
 
+    Each chunk of ``CHUNK`` values is first decoded with C-level maps (no bytecode per value); a
+    chunk where any value might be rejected is decoded again value by value, with the reasons.
+    """
+    events: list[Any] = []
+    rejections: list[Rejection] = []
+    for start in range(0, len(values), CHUNK):
+        chunk = values[start:start + CHUNK]
+        decoded = _decode_clean(chunk, max_bytes, max_depth)
+        if decoded is None:
+            _decode_each(chunk, start, max_bytes, max_depth, events, rejections)
+        else:
+            events += decoded
+    return events, rejections
+
+
+_DICT_ONLY = frozenset({dict})
+_OPENING = (methodcaller("count", b"{"), methodcaller("count", b"["))
+
+
+def _decode_clean(values: Sequence[bytes | None], max_bytes: int, max_depth: int) -> list[Any] | None:
+    """The decoded objects if no value can be rejected, else None: every value is present, within
+    ``max_bytes``, JSON, an object, and holds at most ``max_depth`` opening brackets (so it cannot
+    nest deeper). Accepts only what ``_decode_each`` accepts."""
+    try:
+        if max(map(len, values)) > max_bytes:  # type: ignore[arg-type]  # None: TypeError, the slow path
+            return None
+        decoded = list(map(orjson.loads, values))  # type: ignore[arg-type]  # empty or malformed: JSONDecodeError
+    except (TypeError, orjson.JSONDecodeError):
+        return None
+    if not _DICT_ONLY.issuperset(map(type, decoded)):
+        return None
+    braces, brackets = (map(count, values) for count in _OPENING)
+    if max(map(add, braces, brackets)) > max_depth:
+        return None
+    return decoded
+
+
+def _decode_each(values: Sequence[bytes | None], offset: int, max_bytes: int, max_depth: int,
+                 events: list[Any], rejections: list[Rejection]) -> None:
+    """Decode value by value, appending to ``events`` and ``rejections`` (indexes from ``offset``).
+
     Nesting is measured only where the value could be too deep: it is long enough to hold
     ``max_depth + 1`` bracket pairs and holds more than ``max_depth`` opening brackets (two C-level
     counts, about 0.4 us per 350-byte event); only then is the decoded tree walked.
     """
-    events: list[Any] = []
-    rejections: list[Rejection] = []
     loads = orjson.loads
     deep_size = 2 * max_depth + 1
-    for i, value in enumerate(values):
+    for i, value in enumerate(values, offset):
         if not value:
             rejections.append(Rejection(i, Reason.EMPTY, "message has no value" if value is None else "value is empty"))
             events.append(None)
@@ -50,7 +94,6 @@ def decode(values: Sequence[bytes | None], max_bytes: int,
                 events.append(None)
             else:
                 events.append(event)
-    return events, rejections
 
 
 _NON_FINITE_LITERALS = (b"NaN", b"Infinity", b"-Infinity")

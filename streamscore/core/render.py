@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
@@ -37,12 +39,46 @@ def score_records(
     stage's score) and ``"stage"`` (its name), after ``model_version``.
     """
     name, version = model
+    msgs = list(map(messages.__getitem__, rows))
+    if any(_holes(column) for _, column in copied):  # a copied field absent somewhere: record by record
+        return _score_records_sparse(msgs, positions, copied, scores, decisions, labels, model, now_ms, graph)
+    keys = [n for n, _ in copied]
+    columns: list[Iterable[Any]] = [map(column.__getitem__, positions) for _, column in copied]
+    label_of = np.array(labels, dtype=object)
+    keys += ["score", "decision", "model", "model_version"]
+    columns += [scores.tolist(), label_of[decisions].tolist(), repeat(name), repeat(version)]
+    if graph:
+        stages = [graph[0][stage] for stage in graph[1].tolist()]
+        keys += ["models", "stage"]
+        columns += [[s.models for s in stages], [s.name for s in stages]]
+    keys += ["source", "event_time_ms", "scored_at_ms"]
+    columns += [[{"topic": m.topic(), "partition": m.partition(), "offset": m.offset()} for m in msgs],
+                [ts if ts_type else None for ts_type, ts in map(_timestamp, msgs)], repeat(now_ms)]
     dumps = orjson.dumps
-    stages = graph[1].tolist() if graph else [0] * len(rows)
+    return [dumps(dict(zip(keys, values, strict=True))) for values in zip(*columns, strict=False)]  # repeat()s
+
+
+_timestamp = methodcaller("timestamp")
+_HOLE_TYPES = frozenset({type(MISSING), NotAnObject})
+
+
+def _holes(column: list[Any]) -> bool:
+    """Whether a copied column holds a field some event lacks (one C-level pass over the types)."""
+    return not _HOLE_TYPES.isdisjoint(map(type, column))
+
+
+def _score_records_sparse(
+    msgs: list[SourceMessage], positions: list[int], copied: list[tuple[str, list[Any]]], scores: np.ndarray,
+    decisions: np.ndarray, labels: Sequence[str], model: tuple[str, str], now_ms: int,
+    graph: tuple[Sequence[Stage], np.ndarray] | None,
+) -> list[bytes]:
+    """``score_records`` one record at a time, leaving out each copied field the event lacks."""
+    name, version = model
+    dumps = orjson.dumps
+    stages = graph[1].tolist() if graph else [0] * len(msgs)
     out: list[bytes] = []
-    for pos, row, score, decision, stage in zip(positions, rows, scores.tolist(), decisions.tolist(), stages,
+    for pos, msg, score, decision, stage in zip(positions, msgs, scores.tolist(), decisions.tolist(), stages,
                                                 strict=True):
-        msg = messages[row]
         record = {n: v for n, column in copied if (v := column[pos]) is not MISSING and type(v) is not NotAnObject}
         ts_type, ts = msg.timestamp()
         record["score"] = score

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from streamscore.core.velocity import StatefulFeatures
 from streamscore.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
+
+_value = methodcaller("value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ class Scorer:
     def score(self, messages: Sequence[SourceMessage]) -> ScoredBatch:
         """Score a batch; raises ModelUnavailable (having rejected nothing) when the model itself fails."""
         spec = self.spec
-        events, rejections = decode([m.value() for m in messages], spec.max_bytes, spec.max_depth)
+        events, rejections = decode(list(map(_value, messages)), spec.max_bytes, spec.max_depth)
         rows = [i for i, e in enumerate(events) if e is not None]
         valid_events = [events[i] for i in rows]
         paths: dict[str, list[Any]] = {}

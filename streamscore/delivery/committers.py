@@ -12,10 +12,12 @@ lost partition must drop them too.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from operator import itemgetter, methodcaller
 from typing import cast
 
 import numpy as np
@@ -30,6 +32,9 @@ from streamscore.errors import BrokerError, ConfigError, DeliveryError, Transact
 from streamscore.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+_topic, _partition, _offset, _timestamp = map(methodcaller, ("topic", "partition", "offset", "timestamp"))
+_second = itemgetter(1)
 
 MAX_ABORTS_IN_A_ROW = 5
 """Exactly-once: after this many transactions in a row fail, stop (exit non-zero) rather than loop."""
@@ -57,17 +62,15 @@ class Committer(ABC):
 
     def track(self, batch: Sequence[SourceMessage], outputs: int) -> Ticket:
         """Register a scored batch whose ``outputs`` records are about to be written."""
-        event_times = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
+        # C-level maps over the batch, no bytecode per event: it is all bookkeeping
+        event_times = np.fromiter(map(_second, map(_timestamp, batch)), dtype=np.int64, count=len(batch))
         ticket = Ticket(outputs, payload=event_times)
-        last_offsets: dict[TopicPartition, int] = {}
-        counts: dict[TopicPartition, int] = {}
-        for m in batch:
-            tp = cast(TopicPartition, (m.topic(), m.partition()))
-            last_offsets[tp] = cast(int, m.offset())
-            counts[tp] = counts.get(tp, 0) + 1
+        partitions: list[TopicPartition] = list(zip(map(_topic, batch), map(_partition, batch), strict=True))
+        offsets: list[int] = list(map(_offset, batch))
+        last_offsets = dict(zip(partitions, offsets, strict=True))  # a later offset of the same partition overwrites
         for tp in last_offsets.keys() - self.restart_at.keys():  # first events since assignment
-            self.restart_at[tp] = next(cast(int, m.offset()) for m in batch if (m.topic(), m.partition()) == tp)
-        self.tracker.track(ticket, last_offsets, counts)
+            self.restart_at[tp] = offsets[partitions.index(tp)]
+        self.tracker.track(ticket, last_offsets, collections.Counter(partitions))
         return ticket
 
     def settle(self, deadline: Deadline) -> bool:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import methodcaller
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -29,6 +30,7 @@ _librdkafka_log = logging.getLogger("streamscore.librdkafka")
 
 _TRANSACTION_RETRIES = 3
 """Attempts of a transactional call that librdkafka reports as retriable (a timeout, say)."""
+_error = methodcaller("error")
 _UNREADABLE_HEADERS: Headers = [
     ("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
 
@@ -125,7 +127,7 @@ class KafkaSource:
             err = exc.args[0]
             raise BrokerError(f"consumer failed: {err.str()}", err.code()) from None
         self._errors.raise_if_fatal()
-        if any(m.error() is not None for m in messages):
+        if list(map(_error, messages)).count(None) != len(messages):  # C-level: no bytecode per message
             messages = [m for m in messages if not _consume_error(m)]
         return cast("Sequence[SourceMessage]", messages)
 

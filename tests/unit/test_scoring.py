@@ -233,6 +233,18 @@ def test_decode_never_raises_and_gives_each_value_one_fate(values: list[bytes | 
     assert all(r.detail and "\n" not in r.detail for r in rejections)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([b'{"a": 1}', b'{"b": {"c": [1]}}']) | st.binary(max_size=16)
+                | JSON_VALUES.map(as_json) | st.none(), min_size=1, max_size=3).flatmap(
+    lambda kinds: st.lists(st.sampled_from(kinds), max_size=100)))
+def test_decode_of_a_batch_is_the_decode_of_each_value(values: list[bytes | None]) -> None:
+    """Chunks decoded together give what each value decoded alone gives, at the same positions."""
+    events, rejections = decode(values, max_bytes=40, max_depth=3)
+    alone = [decode([value], max_bytes=40, max_depth=3) for value in values]
+    assert events == [e[0] for e, _ in alone]
+    assert rejections == [Rejection(i, r.reason, r.detail) for i, (_, rs) in enumerate(alone) for r in rs]
+
+
 FIELD_VALUES = JSON_VALUES | st.sampled_from([float("nan"), float("inf"), 1e39, 2**70, -(2**64), "\u0000", "\ud800"])
 
 
