@@ -25,7 +25,12 @@ class ModelSettings(Section):
     version: str | None = None
     """Model version written into every output record (default: ``sha256:`` and the file's hash prefix)."""
     provider: Provider = "auto"
-    """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU."""
+    """Execution provider; ``auto`` takes CUDA when onnxruntime sees a GPU, else the CPU. On a GPU
+    provider, nodes without a kernel there (tree ensembles have no CUDA kernel) run on the CPU:
+    the load logs one warning naming them (found by profiling one warm-up batch)."""
+    strict_provider: bool = False
+    """Refuse to start when any node of the model would run on the CPU under a GPU ``provider``,
+    instead of warning (a GPU ``provider`` that is not available is always refused)."""
     input: str | None = None
     """Model input fed with the feature matrix (default: the model's only input)."""
     score_output: str | None = None

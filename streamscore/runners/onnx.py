@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import tempfile
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,42 @@ _PROVIDERS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 _FLOAT_OUTPUTS = {"tensor(float)", "tensor(double)", "tensor(float16)"}
+_CPU = "CPUExecutionProvider"
+
+NodePlacement = tuple[str, str, str]
+"""(node name, op type, execution provider) of one node, as onnxruntime's profiler records it."""
+
+
+def cpu_fallback(placements: Iterable[NodePlacement], active: str) -> list[NodePlacement]:
+    """The nodes that run on the CPU although the session's first provider is ``active`` (a GPU one):
+    onnxruntime silently assigns a node to the next provider when the first has no kernel for it."""
+    if active == _CPU:
+        return []
+    seen: dict[str, NodePlacement] = {}
+    for name, op, provider in placements:
+        if provider == _CPU:
+            seen.setdefault(name, (name, op, provider))
+    return list(seen.values())
+
+
+def profiled_placements(profile: Path) -> list[NodePlacement]:
+    """Each node's placement from an onnxruntime profile (Chrome trace JSON: one ``Node`` event per
+    kernel run, with ``args.op_name`` and ``args.provider``)."""
+    events = json.loads(profile.read_text())
+    found: list[NodePlacement] = []
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args and str(event.get("name", "")).endswith("_kernel_time"):
+            found.append((str(event["name"]).removesuffix("_kernel_time"), str(args.get("op_name", "?")),
+                          str(args["provider"])))
+    return found
+
+
+def describe_fallback(nodes: list[NodePlacement], total: int, active: str) -> str:
+    """One line: how many nodes run on the CPU instead of ``active``, and their op types."""
+    ops = sorted({op for _, op, _ in nodes})
+    return (f"{len(nodes)} of {total} nodes run on {_CPU}, not {active} "
+            f"(no {active} kernel for op types: {', '.join(ops)})")
 
 
 def _dim(value: Any) -> int | None:
@@ -58,20 +99,28 @@ class OnnxRunner:
         options.log_severity_level = 3
         if self.settings.intra_op_threads:
             options.intra_op_num_threads = self.settings.intra_op_threads
-        try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own classes for unreadable models
-            raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from exc
-        active = session.get_providers()[0]
-        if self.settings.provider in ("cuda", "tensorrt") and active != wanted[0]:
-            raise ModelError(
-                f"model.provider: '{self.settings.provider}' requested but onnxruntime could not "
-                f"initialise {wanted[0]} (it fell back to {active}); check the "
-                f"{'TensorRT and CUDA' if self.settings.provider == 'tensorrt' else 'CUDA and cuDNN'} libraries"
-            )
-        self._session = session
-        self.provider = active
-        self._check_signature()
+        profiling = wanted[0] != _CPU  # which nodes fell back to the CPU: only the profiler says
+        folder = tempfile.TemporaryDirectory(prefix="streamscore-profile-") if profiling else nullcontext("")
+        with folder as profile_dir:
+            if profiling:
+                options.enable_profiling = True
+                options.profile_file_prefix = str(Path(profile_dir) / "load")
+            try:
+                session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own classes for unreadable models
+                raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from exc
+            active = session.get_providers()[0]
+            if self.settings.provider in ("cuda", "tensorrt") and active != wanted[0]:
+                raise ModelError(
+                    f"model.provider: '{self.settings.provider}' requested but onnxruntime could not "
+                    f"initialise {wanted[0]} (it fell back to {active}); check the "
+                    f"{'TensorRT and CUDA' if self.settings.provider == 'tensorrt' else 'CUDA and cuDNN'} libraries"
+                )
+            self._session = session
+            self.provider = active
+            self._check_signature()
+            if profiling:
+                self._check_placement(session, active)
         if not self.version:
             self.version = f"sha256:{digest[:12]}"
         log.info(
@@ -79,6 +128,21 @@ class OnnxRunner:
             self.name, self.version, path, active, self._fixed_batch or "dynamic",
         )
         self._warm_up()
+
+    def _check_placement(self, session: Any, active: str) -> None:
+        """Run one batch under the profiler, then warn (or, with ``strict_provider``, refuse) when
+        nodes run on the CPU instead of the GPU provider asked for."""
+        self.predict(np.zeros((self._fixed_batch or 1, self.feature_width), dtype=np.float32))
+        placements = profiled_placements(Path(session.end_profiling()))
+        fallback = cpu_fallback(placements, active)
+        if not fallback:
+            return
+        total = len({name for name, _, _ in placements})
+        line = describe_fallback(fallback, total, active)
+        if self.settings.strict_provider:
+            raise ModelError(f"model.strict_provider: {self.settings.path}: {line}; expected every node on "
+                             f"{active} (set strict_provider: false to allow the CPU fallback)")
+        log.warning("model %s: %s; set model.strict_provider: true to refuse this", self.name, line)
 
     def _providers(self, available: list[str]) -> list[str]:
         choice = self.settings.provider

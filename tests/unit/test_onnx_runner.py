@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from streamscore.config import ModelSettings
 from streamscore.errors import ModelError
+from streamscore.runners import onnx as onnx_runner
 from streamscore.runners.base import ModelRunner
 from streamscore.runners.onnx import OnnxRunner
 
@@ -286,3 +287,107 @@ def test_a_model_whose_sha256_differs_refuses_to_load(onnx_model: ModelFactory, 
     assert make_runner(path, sha256=digest.upper()).version == f"sha256:{digest[:12]}"
     message = load_error(make_runner(path, load=False, sha256="0" * 64))
     assert message.startswith(f"model.sha256: {path} has sha256 {digest}, expected {'0' * 64}")
+
+
+def tree_model(path: Path, width: int = WIDTH) -> Path:
+    """``x -> Mul(1) -> TreeEnsembleClassifier``: one stump on feature 0 (no CUDA kernel for the tree)."""
+    tree = helper.make_node(
+        "TreeEnsembleClassifier", ["xs"], ["label", "probabilities"], domain="ai.onnx.ml",
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
+        nodes_values=[0.0, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+        class_treeids=[0, 0], class_nodeids=[1, 2], class_ids=[1, 1], class_weights=[0.2, 0.8],
+        classlabels_int64s=[0, 1], post_transform="NONE")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "one"], ["xs"]), tree], "tree",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def simulate_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA onnxruntime, simulated on the CPU one: CUDA is listed and reported as the session's first
+    provider, and the profiler's placements say what CUDA would: every node on it but tree ensembles."""
+    real_session = ort.InferenceSession
+    real_placements = onnx_runner.profiled_placements
+
+    class CudaSession(real_session):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: Any = None, providers: Any = None) -> None:
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self) -> list[str]:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def placements(profile: Path) -> list[tuple[str, str, str]]:
+        return [(name, op, "CPUExecutionProvider" if op.startswith("TreeEnsemble") else "CUDAExecutionProvider")
+                for name, op, _ in real_placements(profile)]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", CudaSession)
+    monkeypatch.setattr(onnx_runner, "profiled_placements", placements)
+
+
+def test_cpu_fallback_lists_each_cpu_node_once_and_nothing_on_a_cpu_session() -> None:
+    placements = [("mul", "Mul", "CUDAExecutionProvider"), ("tree", "TreeEnsembleClassifier", "CPUExecutionProvider"),
+                  ("tree", "TreeEnsembleClassifier", "CPUExecutionProvider"), ("zip", "ZipMap", "CPUExecutionProvider")]
+    assert onnx_runner.cpu_fallback(placements, "CUDAExecutionProvider") == [
+        ("tree", "TreeEnsembleClassifier", "CPUExecutionProvider"), ("zip", "ZipMap", "CPUExecutionProvider")]
+    assert onnx_runner.cpu_fallback(placements, "CPUExecutionProvider") == []
+    assert onnx_runner.cpu_fallback(placements[:1], "CUDAExecutionProvider") == []
+    assert onnx_runner.describe_fallback(onnx_runner.cpu_fallback(placements, "CUDAExecutionProvider"), 3,
+                                         "CUDAExecutionProvider") == (
+        "2 of 3 nodes run on CPUExecutionProvider, not CUDAExecutionProvider "
+        "(no CUDAExecutionProvider kernel for op types: TreeEnsembleClassifier, ZipMap)")
+
+
+def test_the_profile_of_a_real_session_gives_each_node_and_its_provider(tmp_path: Path) -> None:
+    """The profile format the placement check reads, from this onnxruntime."""
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "p")
+    session = ort.InferenceSession(str(tree_model(tmp_path / "tree.onnx")), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    session.run(None, {"x": rows(3)})
+    placements = onnx_runner.profiled_placements(Path(session.end_profiling()))
+    assert {(op, provider) for _, op, provider in placements} == {
+        ("Mul", "CPUExecutionProvider"), ("TreeEnsembleClassifier", "CPUExecutionProvider")}
+
+
+def test_a_tree_model_on_cuda_warns_once_naming_the_cpu_nodes(
+    tmp_path: Path, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    simulate_cuda(monkeypatch)
+    caplog.set_level("WARNING", logger="streamscore.runners.onnx")
+    runner = make_runner(tree_model(tmp_path / "tree.onnx"), provider="cuda", score_output="probabilities")
+    assert runner.provider == "CUDAExecutionProvider"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "1 of 2 nodes run on CPUExecutionProvider, not CUDAExecutionProvider" in warnings[0]
+    assert "TreeEnsembleClassifier" in warnings[0] and "Mul" not in warnings[0]
+    np.testing.assert_allclose(runner.predict(np.array([[-1, 0, 0, 0], [1, 0, 0, 0]], dtype=np.float32)),
+                               [0.2, 0.8], rtol=1e-6)
+
+
+def test_strict_provider_refuses_a_tree_model_on_cuda_in_one_line(
+    tmp_path: Path, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate_cuda(monkeypatch)
+    path = tree_model(tmp_path / "tree.onnx")
+    message = load_error(make_runner(path, load=False, provider="cuda", score_output="probabilities",
+                                     strict_provider=True))
+    assert message.startswith(f"model.strict_provider: {path}: 1 of 2 nodes run on CPUExecutionProvider")
+    assert "TreeEnsembleClassifier" in message
+
+
+def test_strict_provider_accepts_a_model_wholly_on_cuda(
+    onnx_model: ModelFactory, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate_cuda(monkeypatch)
+    runner = make_runner(onnx_model(), provider="cuda", strict_provider=True)
+    assert runner.provider == "CUDAExecutionProvider"
