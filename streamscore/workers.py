@@ -37,7 +37,7 @@ def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | 
             args += ["--log-level", log_level]
         # preexec_fn is safe here: the parent runs no threads while it starts its workers
         children.append(subprocess.Popen([*args, "run", "-c", str(config)], env=env,
-                                         preexec_fn=_die_with_parent))  # noqa: PLW1509
+                                         preexec_fn=die_with_parent))  # noqa: PLW1509
     log.info("started %d workers (pids %s)", workers, ", ".join(str(c.pid) for c in children))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -63,9 +63,9 @@ def run_workers(config: Path, workers: int, metrics_port: int, log_level: str | 
     return max(codes, key=abs)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM it when the parent dies, even by SIGKILL, so that no
-    worker outlives ``streamscore run --workers`` and keeps its partitions unsupervised."""
+def die_with_parent() -> None:
+    """In a worker (Linux): SIGTERM it when the parent dies, even by SIGKILL, so that no worker
+    outlives ``streamscore run --workers`` (or ``batch --workers``) unsupervised."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

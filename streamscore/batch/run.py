@@ -10,6 +10,7 @@ otherwise, so a killed run started again with the same arguments leaves each inp
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -109,8 +110,6 @@ class BatchRun:
     def _run_workers(self, stop: threading.Event) -> Summary:
         """``workers`` processes, each scoring its share of the plan (saved here first, so they all
         read the same one); their summaries summed. A stop is passed on to each as SIGTERM."""
-        import multiprocessing
-
         try:
             self.state.load_or_save(self._identity(), self._plan)
         finally:
@@ -267,10 +266,15 @@ class BatchRun:
 def _worker(settings: Settings, worker: int, workers: int, results: Any, level: int) -> None:
     """One of ``workers`` processes: its share of the plan; puts its summary (None: it stopped) on ``results``."""
     from streamscore.signals import stop_on_signals
+    from streamscore.workers import die_with_parent
 
     logging.basicConfig(level=level, format=f"%(asctime)s worker {worker} %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop)  # before the parent-death signal, which asks for the same clean stop
+    die_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        return  # the parent died before the signal was set up
     run = BatchRun(settings, progress=False)
     run.share = (worker, workers)
     summary = run.run(stop)

@@ -111,14 +111,19 @@ def test_workers_share_the_files_and_a_killed_run_resumes_each_input_once(tmp_pa
     config = batch_config(tmp_path, {"input": {"files": [str(tmp_path / "in-*.jsonl")]}, "output": str(out),
                                      "chunk_rows": 20, "batch_rows": 20})
     command = [sys.executable, "-m", "streamscore", "batch", "-c", str(config), "--progress", "log", "--workers", "2"]
-    # its own process group: kill -9 of the group is the whole run killed (the parent and both workers)
+    # its own process group, so that its workers can be found after their parent is gone
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     done = out / "_streamscore" / "done"
     try:
         wait_for(lambda: done.exists() and len(list(done.iterdir())) >= 8, 90, "8 chunks written")
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # the parent alone: its workers must not outlive it
     finally:
         proc.wait(30)
+    try:
+        wait_for(lambda: not _running_in_group(proc.pid), 60, "the workers to stop after their parent died")
+    finally:
+        if _running_in_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert len(list(done.iterdir())) < 120, "killed in the middle"
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
@@ -128,6 +133,18 @@ def test_workers_share_the_files_and_a_killed_run_resumes_each_input_once(tmp_pa
     assert len(seen) == 2400, "an input lost"
     assert f"read 2400 = scored {len(scores)} + rejected {len(rejects)}" in result.stdout
     assert "by an earlier run" in result.stdout
+
+
+def _running_in_group(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies waiting for a reaper are not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def test_a_worker_scores_only_its_share_of_the_parts(tmp_path: Path) -> None:
