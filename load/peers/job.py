@@ -27,7 +27,7 @@ def demo_job() -> dict[str, Any]:
         "copy_fields": list(settings.output.copy_fields),
         "max_bytes": settings.batching.max_message_bytes,
         "model": {"path": str(model_path), "score_output": model.score_output, "score_column": model.score_column,
-                  "name": model.name or model_path.stem,
+                  "name": model.name or model_path.stem, "intra_op_threads": model.intra_op_threads,
                   "version": model.version or f"sha256:{hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]}"},
     }
 

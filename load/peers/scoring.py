@@ -72,6 +72,10 @@ class Scorer:
         self.max_bytes: int = job["max_bytes"]
         model = job["model"]
         options = ort.SessionOptions()
+        # streamscore's thread count: the same work, and the same sums (a tree ensemble on several
+        # threads adds its trees in another order, so the scores differ in the last float32 bits)
+        if model.get("intra_op_threads"):
+            options.intra_op_num_threads = model["intra_op_threads"]
         self.session = ort.InferenceSession(model["path"], options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.output, self.column = model["score_output"], model["score_column"]
