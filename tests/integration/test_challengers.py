@@ -21,7 +21,7 @@ from tests.integration.test_graph import linear_model
 from tests.integration.test_service import all_done, by_key, valid_events
 from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def test_shadow_writes_only_its_own_topic_and_the_canary_decides_for_its_keys(

@@ -12,7 +12,7 @@ from streamscore.demo.transactions import TransactionGenerator
 from tests.deploy.observability import referenced_metrics
 from tests.support import ServiceProcess, Topics, WaitTimeout, produce, samples, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def _series_names(text: str) -> set[str]:

@@ -14,7 +14,7 @@ import pytest
 from streamscore.demo.transactions import TransactionGenerator
 from tests.support import ServiceProcess, Topics, labelled, produce, samples, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 PHASE = 1000
 MONITORING = {"window_events": PHASE, "slots": 4, "min_events": 250, "psi_threshold": 0.2}

@@ -20,7 +20,7 @@ from streamscore.runners.onnx import OnnxRunner
 from tests.integration.test_service import all_done, by_key, score_all, valid_events
 from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 WIDTH = 15
 """Columns of the demo features."""

@@ -15,7 +15,7 @@ from tests.cli.test_validate import REPO
 from tests.integration.test_service import by_key, score_all, valid_events
 from tests.support import OutputReader, ServiceProcess, Topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 DEMO = REPO / "streamscore" / "demo"
 

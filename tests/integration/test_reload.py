@@ -20,7 +20,7 @@ from tests.cli.test_validate import DEMO, linear_model
 from tests.integration.test_service import all_done, valid_events
 from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, stop_and_read, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def registry(root: Path, tmp_path: Path) -> Registry:

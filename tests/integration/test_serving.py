@@ -15,7 +15,7 @@ from streamscore.demo.transactions import TransactionGenerator
 from tests.integration.test_reload import registry
 from tests.support import OutputReader, ServiceProcess, Topics, metric, produce, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 EVENTS = 20
 

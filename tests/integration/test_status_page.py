@@ -14,7 +14,7 @@ import pytest
 from streamscore.demo.transactions import TransactionGenerator
 from tests.support import ServiceProcess, Topics, produce, samples, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")
 """Where to save a screenshot of the page (docs/status-page.png is made this way; not STREAMSCORE_*,
