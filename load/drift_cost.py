@@ -13,12 +13,10 @@ monitoring. Compare it with ``load.instructions`` (the whole scoring core).
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from load.instructions import callgrind_total
 
 
 def child(events: int, observed: int, batch: int) -> None:
@@ -54,14 +52,8 @@ def child(events: int, observed: int, batch: int) -> None:
 
 
 def instructions(events: int, observed: int, batch: int, workdir: Path) -> int:
-    out = workdir / f"callgrind.{observed}.out"
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                    "load.drift_cost", "--child", str(observed), "--events", str(events), "--batch", str(batch)],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
-    if match is None:
-        raise SystemExit(f"no instruction total in {out}")
-    return int(match.group(1))
+    return callgrind_total(workdir / f"callgrind.{observed}.out", "load.drift_cost", "--child", str(observed),
+                           "--events", str(events), "--batch", str(batch))
 
 
 def main() -> None:

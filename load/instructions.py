@@ -57,10 +57,13 @@ def child(events: int, score: int, batch: int, scope: str) -> None:
 
 
 def instructions(events: int, score: int, batch: int, scope: str, workdir: Path) -> int:
-    out = workdir / f"callgrind.{score}.out"
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                    "load.instructions", "--child", str(score), "--events", str(events), "--batch", str(batch),
-                    "--scope", scope],
+    return callgrind_total(workdir / f"callgrind.{score}.out", "load.instructions", "--child", str(score),
+                           "--events", str(events), "--batch", str(batch), "--scope", scope)
+
+
+def callgrind_total(out: Path, module: str, *args: str) -> int:
+    """Instructions callgrind counts for ``python -m module args`` (a fixed hash seed: repeatable)."""
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", module, *args],
                    check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.MULTILINE)
     if match is None:
