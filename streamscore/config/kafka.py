@@ -53,7 +53,9 @@ class KafkaSettings(Section):
     """Producer transactional.id for ``delivery: exactly_once``; must be stable across restarts of
     one instance and unique across instances (default: ``streamscore-<group_id>-<hostname>``)."""
     client: dict[str, ClientValue] = {}
-    """librdkafka settings for both consumer and producer (security.protocol, sasl.*, ssl.* ...)."""
+    """librdkafka settings for both consumer and producer (security.protocol, sasl.*, ssl.* ...),
+    over the service's default ``metadata.recovery.rebootstrap.trigger.ms`` 10000 (librdkafka's
+    is 300000: a client left with no known broker waits that long before it bootstraps again)."""
     consumer: dict[str, ClientValue] = {}
     """librdkafka settings for the consumer only."""
     producer: dict[str, ClientValue] = {}

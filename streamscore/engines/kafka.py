@@ -41,9 +41,18 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any], forced: Mapping[str, 
     return {**base, **extra, **forced}
 
 
+REBOOTSTRAP_AFTER_MS = 10_000
+"""librdkafka's ``metadata.recovery.rebootstrap.trigger.ms`` for both clients (its default is 5
+minutes). A broker briefly fenced by its controller (a pause longer than its session) is left out
+of the metadata the broker itself answers; librdkafka then drops it, and with it the group
+coordinator, and a client of a one-broker cluster has no broker left to ask until it bootstraps
+again: the consumer sat without partitions for the whole 5 minutes."""
+
+
 def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
     base = {
         "bootstrap.servers": settings.bootstrap_servers,
+        "metadata.recovery.rebootstrap.trigger.ms": REBOOTSTRAP_AFTER_MS,
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
@@ -64,6 +73,7 @@ def producer_config(settings: KafkaSettings, queue_messages: int, max_message_by
                     transactional_id: str | None = None) -> dict[str, Any]:
     base: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
+        "metadata.recovery.rebootstrap.trigger.ms": REBOOTSTRAP_AFTER_MS,
         "linger.ms": LINGER_MS,
         "compression.type": "lz4",
         "queue.buffering.max.messages": queue_messages,

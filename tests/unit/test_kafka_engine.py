@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streamscore.config import KafkaSettings
 from streamscore.engines.kafka import (
+    REBOOTSTRAP_AFTER_MS,
     KafkaSink,
     KafkaSource,
     _consume_error,
@@ -78,6 +79,11 @@ def test_client_settings_merge_defaults_passthrough_and_forced_keys() -> None:
     assert producer["acks"] == "all" and producer["enable.idempotence"] is True, "forced keys are set as required"
     assert producer["transactional.id"] == "tx"
     assert "transactional.id" not in producer_config(SETTINGS, 1000, 1_000_000)
+    assert consumer["metadata.recovery.rebootstrap.trigger.ms"] == REBOOTSTRAP_AFTER_MS
+    assert producer["metadata.recovery.rebootstrap.trigger.ms"] == REBOOTSTRAP_AFTER_MS
+    assert REBOOTSTRAP_AFTER_MS < 300_000, "below librdkafka's 5 minutes without a broker"
+    assert consumer_config(SETTINGS.model_copy(update={"client": {"metadata.recovery.rebootstrap.trigger.ms": 1}}))[
+        "metadata.recovery.rebootstrap.trigger.ms"] == 1, "the client passthrough overrides it"
 
 
 class ScriptedProducer:
