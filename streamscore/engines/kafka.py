@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import methodcaller
 from typing import Any, cast
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
@@ -107,30 +108,92 @@ class _ErrorLatch:
             raise DeliveryError(f"{self.client} fatal error: {self.fatal.str()}", self.fatal.code())
 
 
+GROUP_STUCK_AFTER_MS = 30_000
+"""A consumer whose group has not been ``up`` (it is looking for its coordinator, or waiting for a
+broker) for this long is replaced by a new client. librdkafka was seen to stay in ``query-coord``
+for minutes with no broker left to ask after a one-broker cluster fenced its broker for a moment,
+even with ``metadata.recovery.rebootstrap.trigger.ms`` set; a new client bootstraps again."""
+STATS_INTERVAL_MS = 5_000
+"""How often librdkafka reports the group's state to the watch (``statistics.interval.ms``)."""
+
+
+class _GroupWatch:
+    """librdkafka's statistics callback, run inside ``consume``: notes a group stuck outside ``up``."""
+
+    def __init__(self, limit_ms: int) -> None:
+        self.limit_ms = limit_ms
+        self.stuck: str | None = None
+
+    def __call__(self, stats: str) -> None:
+        group = orjson.loads(stats).get("cgrp") or {}
+        state, age = group.get("state", "up"), int(group.get("stateage", 0))
+        if state not in ("up", "init", "term") and age >= self.limit_ms:
+            self.stuck = f"the consumer group has been in state {state} for {age / 1000:.0f}s"
+
+
 class KafkaSource:
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, client: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 stuck_after_ms: int = GROUP_STUCK_AFTER_MS) -> None:
         self.settings = settings
+        self._client = client
+        self._stuck_after_ms = stuck_after_ms
         self._consumer: Consumer | None = None
         self._errors = _ErrorLatch("consumer")
+        self._watch = _GroupWatch(stuck_after_ms)
+        self._callbacks: tuple[PartitionsCallback, PartitionsCallback, PartitionsCallback] | None = None
+        self._generation = 0
+        """Bumped when a client is replaced: the rebalance callbacks of an older one are ignored."""
 
     def subscribe(self, on_assign: PartitionsCallback, on_revoke: PartitionsCallback,
                   on_lost: PartitionsCallback) -> None:
+        self._callbacks = (on_assign, on_revoke, on_lost)
+        self._connect()
+
+    def _connect(self) -> None:
+        assert self._callbacks is not None
         conf = consumer_config(self.settings)
         conf["error_cb"] = self._errors
         conf["on_commit"] = _log_commit
         conf["logger"] = _librdkafka_log
-        self._consumer = Consumer(conf)
+        conf.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
+        self._watch = _GroupWatch(self._stuck_after_ms)
+        conf["stats_cb"] = self._watch
+        self._consumer = consumer = self._client(conf)
+        generation = self._generation
 
         def adapt(callback: PartitionsCallback) -> Any:
-            return lambda _consumer, parts: callback([(p.topic, p.partition) for p in parts])
+            def call(_consumer: Any, parts: list[KafkaTopicPartition]) -> None:
+                if generation == self._generation:  # a replaced client's callbacks (in its close) are not ours
+                    callback([(p.topic, p.partition) for p in parts])
+            return call
 
-        self._consumer.subscribe(
+        on_assign, on_revoke, on_lost = self._callbacks
+        consumer.subscribe(
             list(self.settings.source_topics),
             on_assign=adapt(on_assign), on_revoke=adapt(on_revoke), on_lost=adapt(on_lost),
         )
 
+    def _replace(self, why: str) -> None:
+        """A new client for a stuck one: what the old one owned counts as lost (its uncommitted work
+        is redone), and it leaves on a thread of its own, abandoned if it never does."""
+        old = self._consumer
+        assert old is not None and self._callbacks is not None
+        try:
+            owned = [(p.topic, p.partition) for p in old.assignment()]
+        except KafkaException:
+            owned = []
+        log.warning("consumer: %s; replacing it with a new client%s", why,
+                    f" ({len(owned)} partitions it owned count as lost)" if owned else "")
+        self._generation += 1
+        if owned:
+            self._callbacks[2](owned)
+        threading.Thread(target=old.close, name="consumer-close", daemon=True).start()
+        self._connect()
+
     def poll(self, max_messages: int, timeout: float) -> Sequence[SourceMessage]:
         assert self._consumer is not None, "subscribe() first"
+        if self._watch.stuck is not None:
+            self._replace(self._watch.stuck)
         try:
             messages = self._consumer.consume(max_messages, timeout)
         except KafkaException as exc:

@@ -1,14 +1,17 @@
 """The confluent-kafka edge without a broker: client settings, bounded shutdown, transactional calls sorted
-into retry / abort / fatal, delivery reports and consume errors turned into streamscore's errors."""
+into retry / abort / fatal, delivery reports and consume errors turned into streamscore's errors, a
+consumer stuck without its group coordinator replaced."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamscore.config import KafkaSettings
 from streamscore.engines.kafka import (
@@ -186,3 +189,59 @@ def test_unreadable_headers_are_replaced_by_a_note() -> None:
     source = KafkaSource(SETTINGS)
     headers = source.headers(BadHeaders())  # type: ignore[arg-type]
     assert headers == [("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
+
+
+class GroupClient:
+    """Stands in for librdkafka's consumer: records its configuration, subscription and close, and
+    lets a test report the group's state through the statistics callback it was given."""
+
+    def __init__(self, conf: dict[str, Any], made: list[GroupClient]) -> None:
+        self.conf = conf
+        self.callbacks: dict[str, Any] = {}
+        self.owned = [KafkaTopicPartition("in", 0), KafkaTopicPartition("in", 1)]
+        self.closed = threading.Event()
+        made.append(self)
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def report(self, state: str, age_ms: int) -> None:
+        self.conf["stats_cb"](json.dumps({"cgrp": {"state": state, "stateage": age_ms}}))
+
+    def assignment(self) -> list[KafkaTopicPartition]:
+        return self.owned
+
+    def consume(self, max_messages: int, timeout: float) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        self.callbacks["on_revoke"](self, self.owned)  # librdkafka revokes inside close
+        self.closed.set()
+
+
+def test_a_consumer_whose_group_stays_without_a_coordinator_is_replaced_and_its_partitions_lost(
+        caplog: pytest.LogCaptureFixture) -> None:
+    made: list[GroupClient] = []
+    source = KafkaSource(SETTINGS, client=lambda conf: GroupClient(conf, made),  # type: ignore[arg-type,return-value]
+                         stuck_after_ms=30_000)
+    calls: list[tuple[str, list[tuple[str, int]]]] = []
+    source.subscribe(lambda parts: calls.append(("assign", parts)), lambda parts: calls.append(("revoke", parts)),
+                     lambda parts: calls.append(("lost", parts)))
+    first = made[0]
+    assert first.conf["statistics.interval.ms"] == 5_000
+    first.report("up", 600_000)
+    first.report("query-coord", 29_000)
+    source.poll(10, 0)
+    assert len(made) == 1, "a group up, or without its coordinator for less than the limit, is left alone"
+
+    first.report("query-coord", 31_000)
+    with caplog.at_level(logging.WARNING, logger="streamscore.engines.kafka"):
+        source.poll(10, 0)
+    assert "in state query-coord for 31s; replacing it with a new client (2 partitions" in caplog.text
+    assert len(made) == 2 and made[1].callbacks, "a new client subscribed"
+    assert first.closed.wait(5)
+    assert calls == [("lost", [("in", 0), ("in", 1)])], "the old client's revoke (inside its close) is not passed on"
+    made[1].callbacks["on_assign"](None, [KafkaTopicPartition("in", 0)])
+    assert calls[-1] == ("assign", [("in", 0)])
+    source.poll(10, 0)
+    assert len(made) == 2, "the new client has a fresh watch"
