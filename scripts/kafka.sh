@@ -37,6 +37,10 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# broker.session.timeout.ms (Kafka's default 9 s): on one combined node, a pause longer than it (GC,
+# SIGSTOP) makes the controller fence its own broker on resume; metadata then lists no broker at all,
+# and librdkafka 2.16 was seen to lose the cluster for minutes (docs/reliability.md, "b. Broker
+# frozen"). With no other broker to fail over to, fencing buys nothing here.
 write_properties() {  # DIR PORT CONTROLLER_PORT ADVERTISED
     cat > "$1/server.properties" <<EOF
 # written by scripts/kafka.sh: one KRaft node, broker and controller, for tests
@@ -56,6 +60,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=8
 group.initial.rebalance.delay.ms=0
+broker.session.timeout.ms=30000
 log.cleaner.dedupe.buffer.size=4194304
 num.network.threads=2
 num.io.threads=4
