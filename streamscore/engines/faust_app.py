@@ -26,6 +26,7 @@ from typing import Any
 
 import faust
 import numpy as np
+from faust.types import TP
 
 from streamscore.config import Settings
 from streamscore.core.model import ModelRunner
@@ -167,6 +168,11 @@ class ScoringAgent:
         """Events consumed whose offsets are not yet committed (the window in hand included)."""
         self.acked = 0
         """Events acknowledged to Faust since the last commit."""
+        self.acked_to: dict[tuple[str, int], int] = {}
+        """Per source partition, one past the last event acknowledged to Faust."""
+        self.restart_at: dict[tuple[str, int], int] = {}
+        """Per source partition, where the group would resume: the last committed position, or the first
+        offset consumed since assignment (the base of the lag metric, as the confluent-kafka engine's)."""
         kafka = settings.kafka
         self.source = app.topic(*kafka.source_topics, key_type=bytes, value_type=bytes)
         self.outputs = [app.topic(name, key_type=bytes, value_type=bytes)
@@ -200,6 +206,8 @@ class ScoringAgent:
 
     async def _window(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
         messages = [FaustMessage(e) for e in events]
+        for msg in messages:  # the first event since assignment: where the group would resume until a commit
+            self.restart_at.setdefault((msg.message.topic, msg.message.partition), msg.message.offset)
         self.uncommitted += len(messages)
         self.metrics.uncommitted.set(self.uncommitted)
         result = await self._score(messages)
@@ -221,6 +229,8 @@ class ScoringAgent:
         for event in events:
             await stream.ack(event)
         self.acked += len(events)
+        for msg in messages:  # events of a partition arrive in offset order
+            self.acked_to[(msg.message.topic, msg.message.partition)] = msg.message.offset + 1
 
     async def _score(self, messages: Sequence[FaustMessage]) -> ScoredBatch:
         """The window scored; while the model itself fails, retried with backoff (not ready meanwhile),
@@ -259,17 +269,33 @@ class ScoringAgent:
     async def _commit(self) -> bool:
         """Commit what was acknowledged (Faust commits acknowledged offsets only, up to the first gap)."""
         self.health.beat()
-        done = self.acked
+        done, acked_to = self.acked, dict(self.acked_to)
         committed = await self.app.consumer.commit()
         self.acked -= done
         self.uncommitted -= done
         self.metrics.uncommitted.set(self.uncommitted)
         if committed:
             self.metrics.commits.inc()
+            self.restart_at.update(acked_to)
         sources = set(self.settings.kafka.source_topics)
-        self.engine.assigned = sum(1 for tp in self.app.consumer.assignment() if tp.topic in sources)
+        assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic in sources}
+        self.engine.assigned = len(assigned)
         self.metrics.assigned_partitions.set(self.engine.assigned)
+        self._report_lag(assigned)
         return bool(committed)
+
+    def _report_lag(self, assigned: set[tuple[str, int]]) -> None:
+        """``streamscore_consumer_lag`` as the confluent-kafka engine reports it: the high watermark from
+        the last fetch minus the position the group would resume from, per partition that delivered an
+        event since assignment; the series of partitions no longer assigned are dropped."""
+        for tp in self.restart_at.keys() - assigned:
+            del self.restart_at[tp]
+            self.acked_to.pop(tp, None)
+            self.metrics.forget_partition(*tp)
+        for (topic, partition), restart in self.restart_at.items():
+            high = self.app.consumer.highwater(TP(topic, partition))
+            if high is not None and high >= 0:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - restart))
 
     async def _stopper(self) -> None:
         """Ready once started; on ``stop``: finish the window in hand, commit, stop the worker."""
