@@ -45,8 +45,8 @@ def fetched(data: bytes, records: type = TolerantMemoryRecords) -> list[tuple[in
     return [(r.offset, r.value, list(r.headers)) for r in partition]
 
 
-GOOD = [("trace", b"t-1"), ("ok", None)]
-BAD = [(PLACEHOLDER.decode(), b"x"), ("ok", b"y")]
+GOOD: list[tuple[str, bytes | None]] = [("trace", b"t-1"), ("ok", None)]
+BAD: list[tuple[str, bytes | None]] = [(PLACEHOLDER.decode(), b"x"), ("ok", b"y")]
 
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
