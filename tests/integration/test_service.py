@@ -200,7 +200,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_metrics_agree(
     assert after["streamscore_uncommitted_events"] == 0 and after["streamscore_commits_total"] > 0
     assert after["streamscore_assigned_partitions"] == 2
     lag = consumer_lag(after)
-    assert set(lag) == {f'streamscore_consumer_lag{{topic="{t.source}",partition="{p}"}}' for p in (0, 1)}, lag
+    assert set(lag) == {f'streamscore_consumer_lag{{partition="{p}",topic="{t.source}"}}' for p in (0, 1)}, lag
 
 
 def consumer_lag(values: dict[str, float]) -> dict[str, float]:
