@@ -13,6 +13,11 @@ TopicPartition = tuple[str, int]
 
 Headers = list[tuple[str, bytes | None]]
 
+UNREADABLE_HEADERS: tuple[tuple[str, bytes | None], ...] = (
+    ("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out"),)
+"""An input's headers when one of their names is not UTF-8 (other clients can write such names; the
+Kafka clients streamscore's engines use cannot read them): every engine puts this in their place."""
+
 
 class SourceMessage(Protocol):
     """A consumed event as an engine hands it over (``confluent_kafka.Message`` is one)."""

@@ -10,6 +10,13 @@ dead letter and every changelog write of the window is acknowledged by the broke
 acknowledged offsets only (every ``batching.commit_interval_ms``). ``take_events`` acknowledges a
 window in a ``finally`` clause, even one whose processing raised, so any failure inside a window
 ends the process at once (exit 1), before Faust could commit it.
+
+Exactly once (``delivery: exactly_once``): Faust's ``processing_guarantee: exactly_once``, with one
+Kafka transaction per source partition (Faust's transactional producers, ``<group_id>-<topic
+group>-<partition>``) that commits the partition's offsets. Faust itself would send a record in the
+transaction of the partition the record goes to, and only to topics the application consumes; the
+engine sends each output and dead letter in the transaction of its event's source partition instead,
+so any output topic works, whatever its partition count, and commits only between windows.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 import faust
 import numpy as np
+from faust.types import TP
 
 from streamscore.config import Settings
 from streamscore.core.model import ModelRunner
@@ -111,10 +119,9 @@ def check_settings(settings: Settings) -> None:
     for i, d in enumerate(settings.outputs):
         if d.kind != "kafka" or d.options:
             raise ConfigError(f"destinations[{i}].kind: engine faust writes to kafka topics only (got {d.kind!r})")
-    if settings.delivery == "exactly_once":
-        raise ConfigError("delivery: engine faust runs at_least_once (Faust's exactly_once ties each output "
-                          "partition to the same-numbered source partition's transaction, which streamscore's "
-                          "topics do not promise); use engine confluent-kafka for exactly_once")
+    if settings.delivery == "exactly_once" and kafka.transactional_id:
+        raise ConfigError("kafka.transactional_id: engine faust names its transactional ids itself, one per "
+                          "source partition (<group_id>-<topic group>-<partition>); leave it unset")
 
 
 def output_topics(settings: Settings) -> dict[str, str]:
@@ -145,10 +152,14 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
         "topic_disable_leader": True,
         "topic_partitions": partitions,
         "topic_replication_factor": settings.faust.topic_replication,
-        "table_standby_replicas": 0,
+        # Faust's transactions need its own partition assignor (its topic groups name the transactional
+        # ids); Faust picks it only for an application with tables or standby replicas, so exactly-once
+        # without stateful features asks for one standby (of no table: it changes nothing else)
+        "table_standby_replicas": int(settings.delivery == "exactly_once" and not settings.stateful_features),
         "key_serializer": "raw",
         "value_serializer": "raw",
         "producer_acks": -1,
+        "processing_guarantee": settings.delivery,
         "stream_buffer_maxsize": max(4096, batching.max_batch_size * 2),
     }
 
@@ -167,6 +178,12 @@ class ScoringAgent:
         """Events consumed whose offsets are not yet committed (the window in hand included)."""
         self.acked = 0
         """Events acknowledged to Faust since the last commit."""
+        self.acked_to: dict[tuple[str, int], int] = {}
+        """Per source partition, one past the last event acknowledged to Faust."""
+        self.restart_at: dict[tuple[str, int], int] = {}
+        """Per source partition, where the group would resume: the last committed position, or the first
+        offset consumed since assignment (the base of the lag metric, as the confluent-kafka engine's)."""
+        self.exactly_once = settings.delivery == "exactly_once"
         kafka = settings.kafka
         self.source = app.topic(*kafka.source_topics, key_type=bytes, value_type=bytes)
         self.outputs = [app.topic(name, key_type=bytes, value_type=bytes)
@@ -183,7 +200,7 @@ class ScoringAgent:
         self.labels = self.scorer.policy.labels
         b = settings.batching
         app.agent(self.source, name="score")(self._agent)
-        app.timer(b.commit_interval_ms / 1000.0, name="commit")(self._commit)
+        app.timer(b.commit_interval_ms / 1000.0, name="commit")(self._tick)
         app.task(self._stopper)
 
     async def _agent(self, stream: faust.types.StreamT[Any]) -> None:
@@ -200,18 +217,20 @@ class ScoringAgent:
 
     async def _window(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
         messages = [FaustMessage(e) for e in events]
+        for msg in messages:  # the first event since assignment: where the group would resume until a commit
+            self.restart_at.setdefault((msg.message.topic, msg.message.partition), msg.message.offset)
         self.uncommitted += len(messages)
         self.metrics.uncommitted.set(self.uncommitted)
         result = await self._score(messages)
         pending = []
         for row, record in zip(result.scored, result.outputs, strict=True):
-            key = messages[row].key()
-            pending.extend([await topic.send(key=key, value=record) for topic in self.outputs])
+            msg = messages[row]
+            pending.extend([await self._send(msg, topic, msg.key(), record) for topic in self.outputs])
         for rejection in result.rejections:
             msg = messages[rejection.index]
             letter = self.scorer.dead_letter(msg, rejection, msg.headers() or [])
-            pending.append(await self.dead_letters.send(key=letter.key, value=letter.value,
-                                                        headers=_headers(letter.headers)))
+            pending.append(await self._send(msg, self.dead_letters, letter.key, letter.value,
+                                            _headers(letter.headers)))
         if self.store is not None:
             pending.extend(self.store.take_pending())
         self.metrics.in_flight.set(len(pending))
@@ -221,6 +240,21 @@ class ScoringAgent:
         for event in events:
             await stream.ack(event)
         self.acked += len(events)
+        for msg in messages:  # events of a partition arrive in offset order
+            self.acked_to[(msg.message.topic, msg.message.partition)] = msg.message.offset + 1
+
+    async def _send(self, msg: FaustMessage, topic: faust.types.TopicT, key: bytes | None, value: bytes | None,
+                    headers: list[tuple[str, bytes]] | None = None) -> Any:
+        """Send one record; the future of its acknowledgement. Exactly-once: in the transaction of the
+        event's source partition, which commits that partition's offsets (Faust's own routing picks the
+        transaction of the partition a record goes to, and only for the topics the application
+        consumes: not the score and dead-letter topics)."""
+        if not self.exactly_once:
+            return await topic.send(key=key, value=value, headers=headers)
+        source, partition = msg.message.topic, msg.message.partition
+        tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source)}-{partition}"
+        return await self.app.producer.send(topic.get_topic_name(), key, value, None, None, headers,
+                                            transactional_id=tid)
 
     async def _score(self, messages: Sequence[FaustMessage]) -> ScoredBatch:
         """The window scored; while the model itself fails, retried with backoff (not ready meanwhile),
@@ -256,20 +290,52 @@ class ScoringAgent:
         if times.size:
             self.metrics.end_to_end.observe_many((now_ms - times[times > 0]) / 1000.0)
 
+    async def _tick(self) -> None:
+        """The commit timer. Exactly-once: between windows, so that a transaction holds only outputs
+        whose events' offsets it commits (a window's sends would otherwise straddle the commit)."""
+        if not self.exactly_once:
+            await self._commit()
+            return
+        async with self.busy:
+            await self._commit_or_exit()
+
+    async def _commit_or_exit(self) -> None:
+        """Exactly-once: a transaction that failed to commit ends the process (the restart redoes it)."""
+        try:
+            await self._commit()
+        except Exception as exc:  # noqa: BLE001 - one line and exit 1, whatever failed
+            _exit_now(exc, "a transaction failed to commit; exiting, a restart redoes it")
+
     async def _commit(self) -> bool:
         """Commit what was acknowledged (Faust commits acknowledged offsets only, up to the first gap)."""
         self.health.beat()
-        done = self.acked
+        done, acked_to = self.acked, dict(self.acked_to)
         committed = await self.app.consumer.commit()
         self.acked -= done
         self.uncommitted -= done
         self.metrics.uncommitted.set(self.uncommitted)
         if committed:
             self.metrics.commits.inc()
+            self.restart_at.update(acked_to)
         sources = set(self.settings.kafka.source_topics)
-        self.engine.assigned = sum(1 for tp in self.app.consumer.assignment() if tp.topic in sources)
+        assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic in sources}
+        self.engine.assigned = len(assigned)
         self.metrics.assigned_partitions.set(self.engine.assigned)
+        self._report_lag(assigned)
         return bool(committed)
+
+    def _report_lag(self, assigned: set[tuple[str, int]]) -> None:
+        """``streamscore_consumer_lag`` as the confluent-kafka engine reports it: the high watermark from
+        the last fetch minus the position the group would resume from, per partition that delivered an
+        event since assignment; the series of partitions no longer assigned are dropped."""
+        for tp in self.restart_at.keys() - assigned:
+            del self.restart_at[tp]
+            self.acked_to.pop(tp, None)
+            self.metrics.forget_partition(*tp)
+        for (topic, partition), restart in self.restart_at.items():
+            high = self.app.consumer.highwater(TP(topic, partition))
+            if high is not None and high >= 0:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - restart))
 
     async def _stopper(self) -> None:
         """Ready once started; on ``stop``: finish the window in hand, commit, stop the worker."""
@@ -284,14 +350,17 @@ class ScoringAgent:
             self.drained = True
         except TimeoutError:
             log.error("drain timed out; the window in hand stays uncommitted")
-        await self._commit()
+        if not self.exactly_once:
+            await self._commit()
+        elif self.drained:  # a transaction may hold part of the window in hand: never commit it
+            await self._commit_or_exit()
         assert self.worker is not None
         self.worker.shut_down()
 
 
-def _exit_now(exc: BaseException) -> None:
+def _exit_now(exc: BaseException, why: str = "a window failed; exiting before Faust can commit it") -> None:
     """End the process at once (exit 1) with one line saying why: nothing of the window is committed."""
-    log.critical("a window failed; exiting before Faust can commit it: %s: %s", type(exc).__name__, exc)
+    log.critical("%s: %s: %s", why, type(exc).__name__, exc)
     log.debug("the failure", exc_info=exc)
     sys.stderr.write(f"streamscore: error: {type(exc).__name__}: {exc}\n")
     logging.shutdown()

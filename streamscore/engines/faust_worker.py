@@ -1,6 +1,6 @@
-"""The Faust worker as the engine runs it: a consumer that honours ``fetch.wait.max.ms`` and signal
-handlers that leave the stop to the engine. Faust's and mode's INFO lines (every service starting
-and stopping) are quietened here."""
+"""The Faust worker as the engine runs it: a consumer that honours ``fetch.wait.max.ms`` and reads
+header names that are not UTF-8 (``faust_records``), and signal handlers that leave the stop to the
+engine. Faust's and mode's INFO lines (every service starting and stopping) are quietened here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streamscore.engines.faust_records import read_header_names_tolerantly
 
 NOISY = ("faust", "mode", "aiokafka", __name__)
 
@@ -24,6 +26,7 @@ def quiet_faust_logs() -> None:
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
+        read_header_names_tolerantly()  # a header name that is not UTF-8 must not stop its partition
         consumer = super()._create_worker_consumer(transport)
         # Faust fixes the fetch wait at 1.5 s; a broker that holds fetches that long (the embedded one)
         # would hold every window as long: kafka.consumer's fetch.wait.max.ms applies, as it does to librdkafka

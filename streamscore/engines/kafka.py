@@ -20,7 +20,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamscore.config import KafkaSettings, Settings
 from streamscore.config.kafka import CONSUMER_FORCED, PRODUCER_FORCED
-from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPartition
+from streamscore.core.records import UNREADABLE_HEADERS, DeadLetter, Headers, SourceMessage, TopicPartition
 from streamscore.engines import base
 from streamscore.engines.base import DeliveryCallback, PartitionsCallback
 from streamscore.engines.kafka_admin import check_broker
@@ -32,8 +32,6 @@ _librdkafka_log = logging.getLogger("streamscore.librdkafka")
 _TRANSACTION_RETRIES = 3
 """Attempts of a transactional call that librdkafka reports as retriable (a timeout, say)."""
 _error = methodcaller("error")
-_UNREADABLE_HEADERS: Headers = [
-    ("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any], forced: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,7 +208,7 @@ class KafkaSource:
         except (UnicodeDecodeError, SystemError):
             # confluent-kafka cannot decode a header name that is not UTF-8: it raises UnicodeDecodeError,
             # or SystemError when a later header follows the bad one
-            return list(_UNREADABLE_HEADERS)
+            return list(UNREADABLE_HEADERS)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         if self._consumer is not None and partitions:

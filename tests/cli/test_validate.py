@@ -226,8 +226,14 @@ def test_stateful_features_validate_with_the_faust_engine_only(tmp_path: Path, g
     assert refused.returncode == 2 and "expected a number and a unit" in one_error_line(refused)
 
 
-def test_the_faust_engine_refuses_exactly_once_on_one_line(tmp_path: Path, good_model: Path) -> None:
-    result = run_cli("validate", "-c", str(write(tmp_path, good_model, engine="faust", delivery="exactly_once")),
-                     "--skip-broker")
+def test_the_faust_engine_takes_exactly_once_and_refuses_a_transactional_id_on_one_line(
+    tmp_path: Path, good_model: Path,
+) -> None:
+    ok = run_cli("validate", "-c", str(write(tmp_path, good_model, engine="faust", delivery="exactly_once")),
+                 "--skip-broker")
+    assert ok.returncode == 0, ok.stderr
+    result = run_cli("validate", "-c", str(write(tmp_path, good_model, engine="faust", delivery="exactly_once",
+                                                 kafka__transactional_id="tx-1")), "--skip-broker")
     assert result.returncode == 2
-    assert one_error_line(result).startswith("streamscore: error: delivery: engine faust runs at_least_once")
+    assert one_error_line(result).startswith("streamscore: error: kafka.transactional_id: engine faust names its "
+                                             "transactional ids itself")

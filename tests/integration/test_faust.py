@@ -1,7 +1,10 @@
-"""``engine: faust`` end to end: the checks the confluent-kafka engine passes (one output per input
-with its key and source offset, dead-letter reasons, metrics that agree with the outputs, kill -9
-and restart losing nothing), and stateful features equal to a brute-force computation over the same
-events, also after a kill -9 and a restart that rebuilds the table from its changelog.
+"""``engine: faust`` end to end, what only this engine does: stateful features equal to a
+brute-force computation over the same events, also after a kill -9 and a restart that rebuilds the
+table from its changelog, and a window that fails ending the process before Faust can commit it.
+What both engines do (one output per input with its key and source offset, dead-letter reasons,
+metrics that agree, bad header names, a model raising on some rows, a rebalance, kill -9 and
+restart losing nothing) is tested once for both, by the tests of ``test_service.py`` parametrized
+by ``engine``.
 
 Small on purpose: a Faust worker takes seconds to start and join its group.
 """
@@ -23,16 +26,13 @@ import yaml
 
 from load.brokers import broker_kind
 from streamscore.demo.transactions import TransactionGenerator
-from tests.integration.test_service import all_done, by_key, positions_from
 from tests.support import (
     OutputReader,
     ServiceProcess,
     Topics,
     committed,
-    labelled,
     metric,
     produce,
-    samples,
     stop_and_read,
     wait_for,
 )
@@ -46,66 +46,6 @@ VELOCITY = [
     {"name": "seconds_since_last", "aggregate": "since_last", "key": "card.id"},
 ]
 """Stateful features in the place of the demo's last four columns (card age, hour, precomputed counts)."""
-
-
-@pytest.fixture
-def faust_config(tmp_path: Path, write_config: Callable[..., Path]) -> Callable[..., Path]:
-    def write(t: Topics, **overrides: Any) -> Path:
-        return write_config(t, engine="faust", kafka={"consumer": {"fetch.wait.max.ms": 10}},
-                            faust={"data_dir": str(tmp_path / "faust"), "store": "memory",
-                                   **overrides.pop("faust", {})}, **overrides)
-    return write
-
-
-def test_faust_engine_one_output_per_input_dead_letters_and_metrics_agree(
-    bootstrap: str, topics: Callable[..., Topics], faust_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
-) -> None:
-    t = topics(partitions=2)
-    good = [(k, v, [("trace", b"t-" + k)]) for k, v in TransactionGenerator(seed=3).encoded(600)]
-    event = json.loads(good[0][1])
-    bad_inputs = {
-        b"bad-json": (b"{not json", "malformed_json"),
-        b"bad-array": (b"[1, 2, 3]", "not_an_object"),
-        b"bad-missing": (json.dumps({k: v for k, v in event.items() if k != "amount"}).encode(), "missing_field"),
-        b"bad-type": (json.dumps({**event, "amount": "twelve"}).encode(), "wrong_type"),
-        b"bad-nan": (json.dumps({**event, "amount": float("nan")}).encode(), "non_finite"),
-        b"bad-oversize": (b'{"pad": "' + b"x" * 1_100_000 + b'"}', "oversize"),
-        b"bad-empty": (b"", "empty"),
-    }
-    inputs = good[:300] + [(k, v, [("trace", b"t-" + k)]) for k, (v, _) in bad_inputs.items()] + good[300:]
-    produce(bootstrap, t.source, inputs)
-    proc = service(faust_config(t))
-    proc.wait_ready()
-    wait_for(all_done(proc, len(inputs)), 90, f"{len(inputs)} inputs consumed and committed")
-    after = samples(proc.metrics())
-    outputs = stop_and_read(output_reader(t), proc)
-
-    scored = [r for r in outputs if r.topic == t.destination]
-    dead = {r.key: r for r in outputs if r.topic == t.dead_letter}
-    grouped = by_key(outputs)
-    assert set(grouped) == {k for k, _, _ in inputs} and all(len(v) == 1 for v in grouped.values()), \
-        "exactly one output per input, under its key"
-    assert len(scored) == len(good) and len(dead) == len(bad_inputs)
-    record = orjson.loads(scored[0].value or b"")
-    assert record["transaction_id"].encode() == scored[0].key and record["decision"] in {"approve", "review", "reject"}
-    ends = positions_from(outputs, t)
-    assert sum(ends.values()) == len(inputs), "source offsets are dense per partition"
-    assert committed(bootstrap, t.group, t.source, t.partitions) == ends, "committed up to what was written"
-    for key, (value, reason) in bad_inputs.items():
-        letter = dead[key]
-        assert letter.headers["streamscore.reason"].decode() == reason, key
-        assert letter.headers["trace"] == b"t-" + key, "original headers are kept"
-        assert letter.value == (value[:1024] if reason == "oversize" else value)
-
-    assert after["streamscore_events_consumed_total"] == len(inputs)
-    assert after["streamscore_events_scored_total"] == len(scored)
-    assert labelled(after, "streamscore_events_dead_lettered_total") == {r: 1 for _, r in bad_inputs.values()}
-    assert sum(labelled(after, "streamscore_decisions_total").values()) == len(scored)
-    assert after["streamscore_batch_size_sum"] == len(inputs)
-    assert after["streamscore_end_to_end_latency_seconds_count"] == len(inputs)
-    assert after["streamscore_uncommitted_events"] == 0 and after["streamscore_commits_total"] > 0
-    assert after["streamscore_assigned_partitions"] == 2
 
 
 def card_events(n: int, cards: int, seed: int) -> tuple[list[tuple[bytes, bytes, None]], list[int]]:
@@ -154,7 +94,7 @@ watermark (the base offset of its last record batch, plus one), below the offset
 
 def test_velocity_features_equal_brute_force_also_after_kill_9_and_restart_from_the_changelog(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
-    faust_config: Callable[..., Path], service: Callable[..., ServiceProcess],
+    engine_config: Callable[..., Path], service: Callable[..., ServiceProcess],
     output_reader: Callable[..., OutputReader],
 ) -> None:
     """A restarted instance rebuilds the table from its changelog (and its RocksDB files, on Kafka)."""
@@ -164,7 +104,7 @@ def test_velocity_features_equal_brute_force_also_after_kill_9_and_restart_from_
     demo = yaml_features(write_config(t))
     # 2000 events span 67 hours of event time: an uncommitted stretch a crash makes the service redo
     # covers hours, and the history must keep it (history_grace_s) to recompute those events exactly
-    config = faust_config(t, features=[*demo[:-4], *VELOCITY], batching={"max_batch_size": 100},
+    config = engine_config(t, "faust", features=[*demo[:-4], *VELOCITY], batching={"max_batch_size": 100},
                           faust={"history_grace_s": 86400, "store": RESTART_STORE},
                           output={"copy_fields": ["transaction_id", *(f["name"] for f in VELOCITY)]})
     ids = {orjson.loads(v)["transaction_id"].encode() for _, v, _ in inputs}
@@ -198,7 +138,7 @@ def yaml_features(config: Path) -> list[dict[str, Any]]:
 @pytest.mark.skipif(broker_kind() == "kafka", reason="the producer refuses it before any broker sees it: the same "
                                                     "on every broker, run once (on the embedded one)")
 def test_an_output_the_producer_refuses_ends_the_process_without_committing_it(
-    bootstrap: str, topics: Callable[..., Topics], faust_config: Callable[..., Path],
+    bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
     service: Callable[..., ServiceProcess],
 ) -> None:
     """``take_events`` acknowledges a window even when its processing raised: the engine exits first."""
@@ -206,7 +146,7 @@ def test_an_output_the_producer_refuses_ends_the_process_without_committing_it(
     good = [(k, v, None) for k, v in TransactionGenerator(seed=9).encoded(300)]
     huge = {**json.loads(good[0][1]), "transaction_id": "tx-huge", "note": "x" * 1_500_000}  # > 1 MB request
     produce(bootstrap, t.source, [*good[:200], (b"tx-huge", orjson.dumps(huge), None), *good[200:]])
-    config = faust_config(t, batching={"max_message_bytes": 4_000_000, "max_batch_size": 50},
+    config = engine_config(t, "faust", batching={"max_message_bytes": 4_000_000, "max_batch_size": 50},
                           output={"copy_fields": ["transaction_id", "note"]})
     proc = service(config)
     assert proc.wait(90) == 1, proc.log_tail()

@@ -8,6 +8,7 @@ names an external cluster instead. Every test makes its own topics and group.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -49,6 +50,29 @@ def write_config(tmp_path: Path, bootstrap: str) -> Callable[..., Path]:
 
     def write(t: Topics, **overrides: Any) -> Path:
         return write_scenario_config(tmp_path, bootstrap, t, **overrides)
+
+    return write
+
+
+ENGINES = ("confluent-kafka", "faust")
+"""The stream engines: a test parametrized by ``engine`` over these passes through both."""
+
+
+@pytest.fixture
+def engine_config(tmp_path: Path, write_config: Callable[..., Path]) -> Callable[..., Path]:
+    """``write_config`` with ``engine`` set; for ``faust`` also a short fetch wait (Faust's 1.5 s
+    default would hold every window that long on the embedded broker), a data directory of its own
+    under the test's (an instance restarted on the same file finds its RocksDB files again) and the
+    memory table store (``faust`` overrides merge in)."""
+    written = itertools.count()
+
+    def write(t: Topics, engine: str, **overrides: Any) -> Path:
+        if engine == "faust":
+            kafka = overrides.pop("kafka", {})
+            overrides = {"kafka": {**kafka, "consumer": {"fetch.wait.max.ms": 10, **kafka.get("consumer", {})}},
+                         "faust": {"data_dir": str(tmp_path / f"faust-{next(written)}"), "store": "memory",
+                                   **overrides.pop("faust", {})}, **overrides}
+        return write_config(t, engine=engine, **overrides)
 
     return write
 

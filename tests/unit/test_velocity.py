@@ -190,9 +190,10 @@ def test_the_faust_engine_refuses_what_it_cannot_do() -> None:
         return Settings(**base(features=[{"name": "amount"}], engine="faust", **extra))
 
     check_settings(faust())
+    check_settings(faust(delivery="exactly_once"))
     kafka = base()["kafka"]
     refused: list[tuple[dict[str, Any], str]] = [
-        ({"delivery": "exactly_once"}, "delivery"),
+        ({"delivery": "exactly_once", "kafka": {**kafka, "transactional_id": "tx-1"}}, "kafka.transactional_id"),
         ({"kafka": {**kafka, "client": {"security.protocol": "SSL"}}}, "kafka.client"),
         ({"kafka": {**kafka, "consumer": {"fetch.min.bytes": "1"}}}, "kafka.consumer.fetch.min.bytes"),
         ({"destinations": [{"kind": "postgres"}]}, "destinations[0].kind"),
