@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from load.brokers import broker_kind
 from streamscore.demo.transactions import TransactionGenerator
 from tests.support import (
     OutputReader,
@@ -36,6 +37,13 @@ by_engine = pytest.mark.parametrize("engine", ENGINES)
 engine is several times slower and takes seconds to join its group, so such tests keep their event
 counts small or divide them by ``SLOWER[engine]``."""
 SLOWER = {"confluent-kafka": 1, "faust": 10}
+by_engine_faust_on_kafka = pytest.mark.parametrize("engine", [
+    "confluent-kafka",
+    pytest.param("faust", marks=pytest.mark.skipif(
+        broker_kind() != "kafka", reason="the Faust engine's crash and rebalance runs take ~20 s each: CI runs them "
+        "once, on Apache Kafka (STREAMSCORE_TEST_BROKER=kafka), where they matter most")),
+])
+"""CI time: the Faust variant of the slowest tests runs on Apache Kafka only."""
 
 
 def valid_events(n: int, seed: int = 1) -> list[tuple[bytes, bytes, None]]:
@@ -207,6 +215,7 @@ def consumer_lag(values: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in values.items() if k.startswith("streamscore_consumer_lag{")}
 
 
+@pytest.mark.broker_agnostic  # the clients' and the scorer's logic: the embedded broker's pass covers it
 @by_engine
 def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
     engine: str, bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
@@ -236,6 +245,7 @@ def test_header_names_that_are_not_utf8_are_dropped_with_a_note_not_a_crash(
     assert grouped[good[100][0]][0].topic == t.destination, "a valid event is scored whatever its headers"
 
 
+@pytest.mark.broker_agnostic  # the clients' and the scorer's logic: the embedded broker's pass covers it
 @by_engine
 def test_model_that_raises_on_some_rows_dead_letters_only_those(
     engine: str, bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
@@ -258,7 +268,7 @@ def test_model_that_raises_on_some_rows_dead_letters_only_those(
     assert len([r for r in outputs if r.topic == t.destination]) == len(inputs) - len(poisoned)
 
 
-@by_engine
+@by_engine_faust_on_kafka
 def test_kill_9_mid_stream_then_restart_loses_nothing(
     engine: str, bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
     service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
@@ -293,7 +303,7 @@ def test_sigterm_under_load_drains_commits_and_exits_zero(
     assert len(by_key(outputs)) == len(outputs), "no duplicates within one clean run"
 
 
-@by_engine
+@by_engine_faust_on_kafka
 def test_two_instances_split_partitions_and_lose_nothing_across_the_rebalance(
     engine: str, bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
     service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
