@@ -194,10 +194,12 @@ def messages(per_partition: int, partitions: int = 3, bad_every: int = 0) -> lis
 
 
 def pipeline(source: FakeSource, sink: FakeSink, s: Settings, runner: ModelRunner | None = None,
-             transactions: Transactions | None = None, leave_timeout: float = 10.0) -> Pipeline:
-    """The stages wired as the service wires them, over the fakes."""
+             transactions: Transactions | None = None, leave_timeout: float = 10.0,
+             more_topics: Sequence[str] = ()) -> Pipeline:
+    """The stages wired as the service wires them, over the fakes (``more_topics``: more Kafka destinations)."""
     metrics = Metrics()
-    outputs = Outputs([KafkaTopic(sink, s.kafka.destination_topic)], KafkaDeadLetters(sink, s.kafka.dead_letter_topic))
+    topics = [s.kafka.destination_topic, *more_topics]
+    outputs = Outputs([KafkaTopic(sink, topic) for topic in topics], KafkaDeadLetters(sink, s.kafka.dead_letter_topic))
     batcher: Batcher[Any] = Batcher(s.batching.max_batch_size, s.batching.max_wait_ms / 1000.0)
     committer = build_committer(s.delivery, source, outputs, batcher, metrics, s.batching.drain_timeout_s,
                                 transactions)

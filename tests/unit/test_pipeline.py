@@ -94,6 +94,16 @@ def test_an_output_too_large_dead_letters_its_input_and_nothing_else() -> None:
     assert p.totals.dead_lettered == 1 and p.metrics.delivery_failures._value.get() == 0
 
 
+def test_an_output_too_large_for_two_destinations_makes_one_dead_letter() -> None:
+    msgs = messages(20)
+    source, sink = FakeSource(msgs), FakeSink(too_large=lambda topic, key: topic != LETTERS and key == b"0-4")
+    p = pipeline(source, sink, settings(max_batch_size=5), more_topics=["archive"])
+    run_until_consumed(p, source, len(msgs))
+    assert [k for k, _ in letters_of(sink)] == [b"0-4"]
+    assert source.committed() == {("in", 0): 20, ("in", 1): 20, ("in", 2): 20}
+    assert p.metrics.dead_lettered.labels("output_too_large")._value.get() == 1
+
+
 class LettersHeld(FakeSink):
     """Acknowledges dead letters only once ``release`` is set."""
 
