@@ -23,7 +23,9 @@ from streamscore.core.records import DeadLetter, Headers, SourceMessage, TopicPa
 from streamscore.engines import base
 from streamscore.engines.base import DeliveryCallback, PartitionsCallback
 from streamscore.engines.kafka_admin import check_broker
-from streamscore.errors import BrokerError, DeliveryError, OutputTooLarge, TransactionAborted
+from streamscore.engines.kafka_oversize import Oversize, Unsent
+from streamscore.engines.kafka_oversize import reporting as _reporting
+from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("streamscore.librdkafka")
@@ -215,74 +217,6 @@ def _consume_error(message: Any) -> bool:
     return True
 
 
-_SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
-"""A record larger than the topic's ``max.message.bytes`` (the broker) or ``message.max.bytes`` (librdkafka,
-before sending): the same code for both."""
-
-Report = Callable[[KafkaError | None, Any], None]
-
-
-class _Unsent:
-    """A record librdkafka refused before sending it, as a delivery report's message shows it."""
-
-    __slots__ = ("_key", "_value")
-
-    def __init__(self, key: bytes | None, value: bytes | None) -> None:
-        self._key, self._value = key, value
-
-    def partition(self) -> int:
-        return -1
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
-Alone = Callable[[Any, DeliveryCallback], None]
-
-
-def _reporting(on_delivery: DeliveryCallback, topic: str, alone: Alone | None = None, sent_alone: bool = False
-               ) -> Report:
-    """librdkafka's delivery report as ``on_delivery(DeliveryError | None)``: one adapter per batch.
-    The error names ``topic`` (with the partition when the message has one): the one line an
-    operator sees on exit must say where the write failed.
-
-    A size refusal is ``OutputTooLarge`` only when it judges that record alone: librdkafka refused
-    it before sending (``_Unsent``), or it was sent in a batch of its own (``sent_alone``). The
-    broker refuses whole record batches, so otherwise the record goes to ``alone(msg,
-    on_delivery)``, which sends it again by itself (see ``KafkaSink``); with no ``alone`` (under
-    transactions) the refusal is an ordinary DeliveryError."""
-
-    def report(err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            on_delivery(None)
-            return
-        if err.code() in _SIZE_ERRORS and msg is not None:
-            if sent_alone or isinstance(msg, _Unsent):
-                on_delivery(_too_large(err, msg, topic))
-                return
-            if alone is not None:
-                alone(msg, on_delivery)
-                return
-        on_delivery(DeliveryError(f"an output to {_where(topic, msg)} was not accepted by the broker: {err.str()}",
-                                  err.code()))
-
-    return report
-
-
-def _where(topic: str, msg: Any) -> str:
-    partition = msg.partition() if msg is not None else None
-    return f"{topic}[{partition}]" if isinstance(partition, int) and partition >= 0 else topic
-
-
-def _too_large(err: KafkaError, msg: Any, topic: str) -> OutputTooLarge:
-    where = _where(topic, msg)
-    return OutputTooLarge(f"an output to {where} was not accepted by the broker: {err.str()}", err.code(), where,
-                          err.str(), msg.value())
-
-
 def _log_commit(err: KafkaError | None, partitions: list[Any]) -> None:
     if err is not None:
         log.warning("asynchronous commit failed: %s", err.str())
@@ -303,9 +237,9 @@ class KafkaSink:
         self._transactional_id = transactional_id
         self._timeout = transaction_timeout_s
         self._producer: Producer | None = None
-        self._alone: Producer | None = None
-        """Sends records the broker refused for size in a batch again, one per batch (made on first use)."""
         self._errors = _ErrorLatch("producer")
+        self._oversize = Oversize(self._alone_producer, transactional_id is not None, transaction_timeout_s)
+        """The verdict on records the broker refused for size in a batch."""
 
     def start(self) -> None:
         conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes, self._transactional_id)
@@ -337,10 +271,12 @@ class KafkaSink:
             self._transact("adding offsets to the transaction", until,
                            lambda left: producer.send_offsets_to_transaction(offsets, group_metadata, left))
         self._transact("committing the transaction", until, producer.commit_transaction)
+        self._oversize.committed()
 
     def abort_transaction(self, timeout: float) -> None:
         producer = self._producer
         assert producer is not None
+        self._oversize.aborted()
         self._transact("aborting the transaction", time.monotonic() + timeout, producer.abort_transaction)
 
     def _transact(self, what: str, until: float, call: Callable[[float], object]) -> None:
@@ -365,14 +301,23 @@ class KafkaSink:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:
-        self._produce(topic, key, value, headers, _reporting(on_delivery, topic, self._retry_alone()))
+        producer = self._producer
+        assert producer is not None, "start() first"
+        oversize = self._oversize
+        if oversize.active and oversize.produce(producer, topic, key, value, headers, on_delivery):
+            return
+        self._produce(topic, key, value, headers, _reporting(on_delivery, topic, oversize.alone))
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
                      on_delivery: DeliveryCallback) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
+        if self._oversize.active:  # only after a size refusal under transactions: record by record
+            for key, value in records:
+                self.produce(topic, key, value, None, on_delivery)
+            return
         produce = producer.produce
-        report = _reporting(on_delivery, topic, self._retry_alone())
+        report = _reporting(on_delivery, topic, self._oversize.alone)
         for key, value in records:
             try:
                 produce(topic, value, key, on_delivery=report)
@@ -391,52 +336,33 @@ class KafkaSink:
                 producer.poll(0.05)
                 self._errors.raise_if_fatal()
             except KafkaException as exc:  # rejected locally (too large, ...): fail this record
-                report(exc.args[0], _Unsent(key, value))
+                report(exc.args[0], Unsent(key, value))
                 return
 
-    # -- records the broker refused for size, sent again alone --------------------------------
-
-    def _retry_alone(self) -> Alone | None:
-        """Where a size refusal of a record sent in a batch goes. Not under transactions: the refusal
-        has failed the transaction already (it is aborted and redone, see ``ExactlyOnce``)."""
-        return self._send_alone if self._transactional_id is None else None
-
-    def _send_alone(self, msg: Any, on_delivery: DeliveryCallback) -> None:
-        """Send a record again in a batch of its own (a second, idempotent producer with
-        ``batch.num.messages`` 1, made on first use), to the same partition: its report then judges
-        that record alone. Runs inside ``poll``/``flush``, only after a size refusal."""
-        if self._alone is None:
-            conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes)
-            conf.update({"batch.num.messages": 1, "linger.ms": 0, "error_cb": self._errors,
-                         "logger": _librdkafka_log})
-            self._alone = Producer(conf)
-        topic, key, value = msg.topic(), msg.key(), msg.value()
-        report = _reporting(on_delivery, topic, sent_alone=True)
-        try:
-            self._alone.produce(topic, value, key, partition=msg.partition(), headers=msg.headers(),
-                                on_delivery=report)
-        except (BufferError, KafkaException) as exc:
-            err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL)
-            report(err, _Unsent(key, value))
+    def _alone_producer(self) -> Producer:
+        """The second producer ``Oversize`` sends records again with, each in a batch of its own."""
+        conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes)
+        conf.update({"batch.num.messages": 1, "linger.ms": 0, "error_cb": self._errors, "logger": _librdkafka_log})
+        return Producer(conf)
 
     def poll(self, timeout: float) -> None:
         assert self._producer is not None
         self._producer.poll(timeout)
-        if self._alone is not None:
-            self._alone.poll(0)
+        self._oversize.poll()
         self._errors.raise_if_fatal()
 
     def flush(self, timeout: float) -> int:
         assert self._producer is not None
         until = time.monotonic() + timeout
         remaining = self._producer.flush(timeout)
-        if self._alone is not None:  # after the main producer: its last reports may send records here
-            remaining += self._alone.flush(max(0.0, until - time.monotonic()))
+        # after the main producer: its last reports may have sent records again there
+        remaining += self._oversize.flush(max(0.0, until - time.monotonic()))
         self._errors.raise_if_fatal()
         return remaining
 
     def close(self) -> None:
-        self._producer = self._alone = None
+        self._producer = None
+        self._oversize.close()
 
 
 class KafkaDeadLetters:

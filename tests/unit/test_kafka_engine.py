@@ -15,11 +15,10 @@ from streamscore.engines.kafka import (
     KafkaSink,
     KafkaSource,
     _consume_error,
-    _reporting,
-    _Unsent,
     consumer_config,
     producer_config,
 )
+from streamscore.engines.kafka_oversize import Unsent, reporting
 from streamscore.errors import BrokerError, DeliveryError, OutputTooLarge, TransactionAborted
 
 SETTINGS = KafkaSettings(source_topics=["in"], destination_topic="out", dead_letter_topic="dlq",
@@ -125,7 +124,7 @@ def test_fatal_and_exhausted_transactional_errors_become_delivery_errors() -> No
 
 def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
     seen: list[Any] = []
-    report = _reporting(seen.append, "scores")
+    report = reporting(seen.append, "scores")
     report(None, object())
     report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), Delivered(2))
     assert seen[0] is None
@@ -136,7 +135,7 @@ def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
 def test_a_delivery_error_names_the_topic_without_a_partition() -> None:
     """Rejected locally (no message) or never partitioned (-1, unknown topic): the topic alone."""
     seen: list[Any] = []
-    report = _reporting(seen.append, "scores")
+    report = reporting(seen.append, "scores")
     report(KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out"), None)
     report(KafkaError(KafkaError._UNKNOWN_TOPIC, "Unknown topic"), Delivered(-1))
     assert [str(e) for e in seen] == [
@@ -152,13 +151,13 @@ def test_a_size_refusal_is_judged_on_the_record_alone() -> None:
     seen: list[Any] = []
     again: list[Any] = []
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
-    in_batch = _reporting(seen.append, "scores", alone=lambda msg, on_delivery: again.append((msg, on_delivery)))
+    in_batch = reporting(seen.append, "scores", alone=lambda err, msg, on_delivery: again.append((msg, on_delivery)))
     in_batch(too_large, Delivered(2, b"big"))
     assert seen == [] and again[0][0].value() == b"big" and again[0][1] == seen.append
     in_batch(KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out"), Delivered(2, b"small"))
-    in_batch(too_large, _Unsent(b"k", b"huge"))
-    _reporting(seen.append, "scores", sent_alone=True)(too_large, Delivered(3, b"big"))
-    _reporting(seen.append, "scores")(too_large, Delivered(1, b"big"))
+    in_batch(too_large, Unsent(b"k", b"huge"))
+    reporting(seen.append, "scores", sent_alone=True)(too_large, Delivered(3, b"big"))
+    reporting(seen.append, "scores")(too_large, Delivered(1, b"big"))
     timed_out, unsent, alone, in_transaction = seen
     assert type(timed_out) is DeliveryError and type(in_transaction) is DeliveryError
     assert isinstance(unsent, OutputTooLarge) and (unsent.where, unsent.value) == ("scores", b"huge")
@@ -219,3 +218,74 @@ def test_unreadable_headers_are_replaced_by_a_note() -> None:
     source = KafkaSource(SETTINGS)
     headers = source.headers(BadHeaders())  # type: ignore[arg-type]
     assert headers == [("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
+
+
+BIG = b"x" * 100
+TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+
+
+class Record:
+    def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._topic, self._key, self._value = topic, key, value
+
+    def topic(self) -> str: return self._topic
+    def key(self) -> bytes | None: return self._key
+    def value(self) -> bytes: return self._value
+    def partition(self) -> int: return 0
+    def headers(self) -> None: return None
+
+
+class SizeJudgingProducer:
+    """A transactional librdkafka producer standing in for one and a broker: everything produced
+    since the last flush is one record batch, refused whole when it holds ``BIG``."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Record, Any]] = []
+        self.batches: list[list[bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any = None, on_delivery: Any = None,
+                partition: int = -1) -> None:
+        self.queue.append((Record(topic, key, value), on_delivery))
+
+    def flush(self, timeout: float = 0) -> int:
+        batch, self.queue = self.queue, []
+        if batch:
+            self.batches.append([r.value() for r, _ in batch])
+        refused = any(r.value() == BIG for r, _ in batch)
+        for record, report in batch:
+            report(TOO_LARGE if refused else None, record)
+        return 0
+
+    def poll(self, timeout: float) -> None:
+        self.flush()
+
+    def commit_transaction(self, timeout: float) -> None: ...
+    def abort_transaction(self, timeout: float) -> None: ...
+
+
+def test_under_transactions_a_size_refusal_in_a_batch_is_judged_alone_in_the_redone_transaction() -> None:
+    producer = SizeJudgingProducer()
+    sink = KafkaSink(SETTINGS, 1000, 1_000_000, transactional_id="tx", transaction_timeout_s=5)
+    sink._producer = producer  # type: ignore[assignment]  # stands in for the librdkafka client
+    records = [(b"a", b"small"), (b"b", BIG)]
+
+    def attempt() -> list[Any]:
+        seen: list[Any] = []
+        sink.produce_many("out", records, seen.append)
+        sink.flush(5)
+        return seen
+
+    first = attempt()  # refused together: not a verdict on either, the transaction is redone
+    assert [type(e) for e in first] == [DeliveryError, DeliveryError]
+    assert "redone with that record alone" in str(first[0])
+    sink.abort_transaction(5)
+    second = attempt()  # each sent alone: the small one is written, the big one refused on its own
+    assert producer.batches[1:] == [[b"small"], [BIG]]
+    assert second[0] is None and isinstance(second[1], OutputTooLarge) and second[1].value == BIG
+    sink.abort_transaction(5)  # the refusal failed that transaction too
+    third = attempt()  # the big one is reported too large unsent; its dead letter commits with the rest
+    assert producer.batches[3:] == [[b"small"]]
+    [unsent] = [e for e in third if e is not None]  # reported at once, the small one at the flush
+    assert len(third) == 2 and isinstance(unsent, OutputTooLarge) and unsent.where == "out"
+    sink.commit_transaction({}, object(), timeout=5)
+    assert not sink._oversize.active, "back to the batch path once the verdicts are committed"
