@@ -170,6 +170,9 @@ class Committer(ABC):
             self.outputs.dead_letters.write_dead_letters([self._too_large(ticket.inputs[0][index], index, error)],
                                                          ticket.ack)
             self.metrics.dead_lettered.labels(str(Reason.OUTPUT_TOO_LARGE)).inc()
+            # counted scored when its batch was: the totals move it (consumed = scored + dead-lettered);
+            # the metrics' counters cannot, so there it counts as scored and dead-lettered
+            self.totals.scored -= 1
             self.totals.dead_lettered += 1
 
     def _too_large(self, msg: SourceMessage, index: int, error: OutputTooLarge) -> DeadLetter:

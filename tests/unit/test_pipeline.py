@@ -91,7 +91,8 @@ def test_an_output_too_large_dead_letters_its_input_and_nothing_else() -> None:
         "each output written once: the refusal was not retried, the other outputs of its batch unaffected"
     assert source.committed() == {("in", 0): 40, ("in", 1): 40, ("in", 2): 40}
     assert p.metrics.dead_lettered.labels("output_too_large")._value.get() == 1
-    assert p.totals.dead_lettered == 1 and p.metrics.delivery_failures._value.get() == 0
+    assert (p.totals.consumed, p.totals.scored, p.totals.dead_lettered) == (120, 119, 1)
+    assert p.metrics.delivery_failures._value.get() == 0
 
 
 def test_an_output_too_large_for_two_destinations_makes_one_dead_letter() -> None:
