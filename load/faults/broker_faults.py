@@ -7,7 +7,8 @@ within the at-least-once bound.
 - ``broker_kill9``: the broker is killed with -9 mid-stream and restarted on the same data.
 - ``destination_deleted``: the score topic is deleted mid-stream; the service must stop with one
   line naming the topic and commit nothing past its last acknowledged output.
-- ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``.
+- ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``; its input
+  must be dead-lettered (``output_too_large``) with no exit.
 
 The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
 Apache Kafka as it does on Tansu.
@@ -241,10 +242,11 @@ as an input, over ``TOPIC_LIMIT`` as an output even after lz4."""
 
 def oversize_output(env: Env, size: Size) -> Result:
     """One event carries a large field that ``output.copy_fields`` copies into its score record,
-    over the score topic's ``max.message.bytes``. Dead-lettered with a reason, or a non-zero exit
-    naming the topic, never a silent loss. Today: the service exits 1 (``Broker: Message size too
-    large``) and its restart exits again at the same event (a poison pill: every restart would);
-    the scenario then raises the limit, and the last restart must lose nothing."""
+    over the score topic's ``max.message.bytes``. It must be dead-lettered (``output_too_large``,
+    the detail naming the topic and the size) while the service runs on: no exit, no restart, every
+    other event scored. (Before the fix the service exited 1 here, and every restart again at the
+    same event: a poison pill.) Should it exit anyway, the scenario raises the topic's limit and
+    restarts it, so that the accounting still runs."""
     with env.broker(own=True) as (bootstrap, broker):
         assert isinstance(broker, KafkaBroker)
         t = make_topics(bootstrap)
@@ -256,30 +258,31 @@ def oversize_output(env: Env, size: Size) -> Result:
         proc = env.service(config).start()
         proc.wait_ready()
         stream.start()
-        outcome = _first_of(bootstrap, t, proc, poison)
+        outcome, found = _first_of(bootstrap, t, proc, poison)
         codes: list[int] = []
-        errors: list[str] = []
-        gaps = 0
-        while outcome == "exit":  # the first run, then one restart: does the same event stop it again?
+        if outcome == "exit":  # the old behaviour: the operator's fix, then a restart
             codes.append(proc.wait(10))
-            errors.append(_error_line(proc))
-            with output_reader(bootstrap, t) as reader:  # every instance so far has exited
-                outputs = outputs_of(reader.read_to_end(), t)
-            gaps += len(commits_past_outputs(committed(bootstrap, t), outputs))
-            if len(codes) == 2:  # the operator's fix, then a last restart
-                _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")
+            _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")
             proc = env.service(config).start()
-            if len(codes) == 2:
-                break
-            outcome = _first_of(bootstrap, t, proc, poison)
+        counted = proc.scrape().get('streamscore_events_dead_lettered_total{reason="output_too_large"}', 0.0)
+        headers = found.headers if found is not None else {}
+        detail = headers.get("streamscore.detail", b"").decode()
         result = Result("output over max.message.bytes", size.events,
                         f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB",
-                        0, 0, PER_FAULT * max(1, len(codes)))
-        result.checks["dead-lettered, or non-zero exits naming the topic"] = outcome == "dead-lettered" or (
-            bool(codes) and all(c != 0 for c in codes) and all(t.destination in e for e in errors))
-        result.checks["no commit past an unwritten event"] = gaps == 0
-        result.notes.update(outcome=outcome, exit_codes=codes, error=errors[-1] if errors else "")
-        return _finish(env, bootstrap, t, stream, [proc], result)
+                        0, 0, PER_FAULT * len(codes))
+        result.checks["dead-lettered as output_too_large"] = (
+            outcome == "dead-lettered" and headers.get("streamscore.reason") == b"output_too_large")
+        result.checks["the detail names the topic and the size"] = t.destination in detail and " bytes" in detail
+        result.checks["counted in the dead-letter metrics"] = counted == 1
+        result.checks["no exit"] = not codes
+        result.notes.update(outcome=outcome, exit_codes=codes, error=_error_line(proc) if codes else "",
+                            detail=detail)
+        result = _finish(env, bootstrap, t, stream, [proc], result)
+        with OutputReader(bootstrap, [t.dead_letter]) as reader:  # every instance has exited
+            too_large = [r.key for r in reader.read_to_end()
+                         if r.headers.get("streamscore.reason") == b"output_too_large"]
+        result.checks["only the large event is dead-lettered output_too_large"] = too_large == [poison]
+        return result
 
 
 def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:
@@ -297,15 +300,16 @@ def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:
     raise AssertionError("no valid event in the second half of the stream")
 
 
-def _first_of(bootstrap: str, t: Topics, proc: ServiceProcess, poison: bytes, timeout: float = 180.0) -> str:
-    """``exit`` when the service exits first, else where the large event's output went."""
+def _first_of(bootstrap: str, t: Topics, proc: ServiceProcess, poison: bytes, timeout: float = 180.0
+              ) -> tuple[str, Record | None]:
+    """``exit`` when the service exits first, else where the large event's output went, and that output."""
     with output_reader(bootstrap, t) as reader:
         records = reader.read_until(lambda rs: not proc.alive() or any(r.key == poison for r in rs), timeout,
                                     "the service to exit or the large event's output")
         found = [r for r in records if r.key == poison]
     if not found:
-        return "exit"
-    return "dead-lettered" if found[0].topic == t.dead_letter else "scored"
+        return "exit", None
+    return ("dead-lettered" if found[0].topic == t.dead_letter else "scored"), found[0]
 
 
 SCENARIOS: dict[str, Scenario] = {
