@@ -278,11 +278,17 @@ def oversize_output(env: Env, size: Size) -> Result:
         result.notes.update(outcome=outcome, exit_codes=codes, error=_error_line(proc) if codes else "",
                             detail=detail)
         result = _finish(env, bootstrap, t, stream, [proc], result)
+        resent = RESENT.findall(proc.log())
+        result.notes["records sent again alone"] = int(resent[-1]) if resent else 0
         with OutputReader(bootstrap, [t.dead_letter]) as reader:  # every instance has exited
             too_large = [r.key for r in reader.read_to_end()
                          if r.headers.get("streamscore.reason") == b"output_too_large"]
         result.checks["only the large event is dead-lettered output_too_large"] = too_large == [poison]
         return result
+
+
+RESENT = re.compile(r"(\d+) records refused in a batch for size were sent again alone")
+"""The service's log line at exit: how many refused records the Kafka edge sent again alone."""
 
 
 def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:

@@ -18,6 +18,7 @@ refused it before sending (over ``message.max.bytes``), or it was sent in a batc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -26,6 +27,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from streamscore.core.records import Headers
 from streamscore.engines.base import DeliveryCallback
 from streamscore.errors import DeliveryError, OutputTooLarge
+
+log = logging.getLogger(__name__)
 
 SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 """A record larger than the topic's ``max.message.bytes`` (the broker) or ``message.max.bytes``
@@ -107,6 +110,8 @@ class Oversize:
         self.too_large: dict[bytes, KafkaError] = {}
         """Exactly once: records refused alone, reported too large unsent until a transaction commits."""
         self._reported: list[bytes] = []
+        self.resent = 0
+        """Records sent again alone (logged at close)."""
 
     @property
     def active(self) -> bool:
@@ -121,7 +126,10 @@ class Oversize:
             on_delivery(DeliveryError(f"{refused(err, msg, topic)} (redone with that record alone)", err.code()))
             return
         if self._alone is None:
+            log.warning("a record batch to %s was refused for its size: its records are sent again one by one, and "
+                        "only a record refused alone is dead-lettered", topic)
             self._alone = self._make_producer()
+        self.resent += 1
         report = reporting(on_delivery, topic, sent_alone=True)
         try:
             self._alone.produce(topic, value, key, partition=msg.partition(), headers=msg.headers(),
@@ -177,4 +185,6 @@ class Oversize:
         return self._alone.flush(timeout) if self._alone is not None else 0
 
     def close(self) -> None:
+        if self.resent:
+            log.info("%d records refused in a batch for size were sent again alone", self.resent)
         self._alone = None
