@@ -45,13 +45,18 @@ class OutputTooLarge(DeliveryError):
     the producer's ``message.max.bytes``): a verdict on that record alone, so the pipeline
     dead-letters its input (``output_too_large``) instead of stopping, and commits the input only
     once that dead letter is acknowledged. ``where`` names the topic (and partition), ``why`` is the
-    client's or broker's words, ``value`` the refused record, by which its input is found."""
+    client's or broker's words, ``value`` the refused record, by which its input is found.
 
-    def __init__(self, message: str, code: int | None, where: str, why: str, value: bytes | None) -> None:
+    ``alone`` False: refused within a record batch under transactions, where the record cannot be
+    judged alone (the refusal has failed the transaction): exactly-once stops with one line instead."""
+
+    def __init__(self, message: str, code: int | None, where: str, why: str, value: bytes | None,
+                 alone: bool = True) -> None:
         super().__init__(message, code)
         self.where = where
         self.why = why
         self.value = value
+        self.alone = alone
 
 
 class TransactionAborted(BrokerError):

@@ -244,9 +244,14 @@ class ExactlyOnce(Committer):
             self.transactions.begin_transaction()
             self.in_transaction = True
 
-    def _refused(self, error: object) -> None:
-        """A refused output aborts the open transaction: its work is redone."""
-        self._abort(str(error), Deadline(self.commit_timeout))
+    def _refused(self, error: object, deadline: Deadline | None = None) -> None:
+        """A refused output aborts the open transaction: its work is redone. Not an output the broker
+        refused for its size (the redone transaction would write it again): that stops the service."""
+        if isinstance(error, OutputTooLarge):  # never alone here: see engines/kafka_oversize.py
+            raise DeliveryError(f"{error}; under delivery: exactly_once an output over the topic's max.message.bytes "
+                                "fails its whole transaction and is not dead-lettered: raise the limit or copy less "
+                                "into the output", error.code)
+        self._abort(str(error), deadline or Deadline(self.commit_timeout))
 
     def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
         """Flush, then commit the outputs and the positions they came from in one transaction."""
@@ -260,7 +265,7 @@ class ExactlyOnce(Committer):
         error = self.tracker.failure()
         if error is not None:
             self.metrics.delivery_failures.inc()
-            self._abort(str(error), deadline)
+            self._refused(error, deadline)
             return
         if left:
             self._abort(f"{left} outputs not acknowledged in time", deadline)

@@ -43,7 +43,7 @@ class Ticket:
 
     def ack(self, err: Any, _msg: Any = None) -> None:
         if err is not None:
-            if isinstance(err, OutputTooLarge) and self.refused is not None:
+            if isinstance(err, OutputTooLarge) and err.alone and self.refused is not None:
                 self.refused.append((self, err))  # the slot stays pending until the dead letter is acknowledged
                 return
             if self.error is None:

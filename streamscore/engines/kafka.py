@@ -238,7 +238,7 @@ class KafkaSink:
         self._timeout = transaction_timeout_s
         self._producer: Producer | None = None
         self._errors = _ErrorLatch("producer")
-        self._oversize = Oversize(self._alone_producer, transactional_id is not None, transaction_timeout_s)
+        self._oversize = Oversize(self._alone_producer, transactional_id is not None)
         """The verdict on records the broker refused for size in a batch."""
 
     def start(self) -> None:
@@ -271,12 +271,10 @@ class KafkaSink:
             self._transact("adding offsets to the transaction", until,
                            lambda left: producer.send_offsets_to_transaction(offsets, group_metadata, left))
         self._transact("committing the transaction", until, producer.commit_transaction)
-        self._oversize.committed()
 
     def abort_transaction(self, timeout: float) -> None:
         producer = self._producer
         assert producer is not None
-        self._oversize.aborted()
         self._transact("aborting the transaction", time.monotonic() + timeout, producer.abort_transaction)
 
     def _transact(self, what: str, until: float, call: Callable[[float], object]) -> None:
@@ -301,21 +299,12 @@ class KafkaSink:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:
-        producer = self._producer
-        assert producer is not None, "start() first"
-        oversize = self._oversize
-        if oversize.active and oversize.produce(producer, topic, key, value, headers, on_delivery):
-            return
-        self._produce(topic, key, value, headers, _reporting(on_delivery, topic, oversize.alone))
+        self._produce(topic, key, value, headers, _reporting(on_delivery, topic, self._oversize.alone))
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
                      on_delivery: DeliveryCallback) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
-        if self._oversize.active:  # only after a size refusal under transactions: record by record
-            for key, value in records:
-                self.produce(topic, key, value, None, on_delivery)
-            return
         produce = producer.produce
         report = _reporting(on_delivery, topic, self._oversize.alone)
         for key, value in records:

@@ -4,27 +4,22 @@ A record larger than its topic's ``max.message.bytes`` is refused by the broker,
 judges whole record batches: every record batched with the large one is refused with it. Only a
 verdict on the record alone is an ``OutputTooLarge`` (which the pipeline dead-letters): librdkafka
 refused it before sending (over ``message.max.bytes``), or it was sent in a batch of its own.
-``Oversize`` obtains that verdict for a record refused in a batch:
-
-- at least once, at once: a second idempotent producer (``batch.num.messages`` 1, made on first
-  use) sends it again, alone, to the same partition;
-- exactly once, in the redone transaction: the refusal has failed the open transaction, so the
-  record is remembered as a suspect and the refusal reported as an ordinary DeliveryError (the
-  committer aborts and redoes the transaction). Redone, a suspect is sent alone by the
-  transactional producer (flushed before and after). Refused alone, it is too large: that
-  transaction fails too, and in the next one the record is reported too large without being sent,
-  so its input is dead-lettered in a transaction that commits. Two aborts per large record.
+``Oversize`` obtains that verdict for a record refused in a batch, at least once: a second
+idempotent producer (``batch.num.messages`` 1, made on first use) sends it again at once, alone,
+to the same partition. Not under transactions: there the refusal has failed the open transaction
+(librdkafka makes it abortable), and in the redone transaction the record is rendered anew (its
+bytes differ: ``scored_at_ms``), so the edge cannot recognise it; the refusal is reported as an
+``OutputTooLarge`` with ``alone`` False, and the exactly-once committer stops with one line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from streamscore.core.records import Headers
 from streamscore.engines.base import DeliveryCallback
 from streamscore.errors import DeliveryError, OutputTooLarge
 
@@ -91,39 +86,27 @@ def refused(err: KafkaError, msg: Any, topic: str) -> DeliveryError:
     return DeliveryError(f"an output to {_where(topic, msg)} was not accepted by the broker: {err.str()}", err.code())
 
 
-def too_large(err: KafkaError, msg: Any, topic: str) -> OutputTooLarge:
+def too_large(err: KafkaError, msg: Any, topic: str, alone: bool = True) -> OutputTooLarge:
     where = _where(topic, msg)
     return OutputTooLarge(f"an output to {where} was not accepted by the broker: {err.str()}", err.code(), where,
-                          err.str(), msg.value())
+                          err.str(), msg.value(), alone)
 
 
 class Oversize:
     """The verdict on records the broker refused for size within a batch (see the module)."""
 
-    def __init__(self, make_producer: Callable[[], Producer], transactional: bool, flush_timeout: float) -> None:
+    def __init__(self, make_producer: Callable[[], Producer], transactional: bool) -> None:
         self._make_producer = make_producer
         self.transactional = transactional
-        self._flush_timeout = flush_timeout
         self._alone: Producer | None = None
-        self.suspects: set[bytes] = set()
-        """Exactly once: records refused in a batch, to be sent alone when their transaction is redone."""
-        self.too_large: dict[bytes, KafkaError] = {}
-        """Exactly once: records refused alone, reported too large unsent until a transaction commits."""
-        self._reported: list[bytes] = []
         self.resent = 0
         """Records sent again alone (logged at close)."""
-
-    @property
-    def active(self) -> bool:
-        """Exactly once: whether records must be checked one by one (only after a size refusal)."""
-        return bool(self.suspects or self.too_large)
 
     def alone(self, err: KafkaError, msg: Any, on_delivery: DeliveryCallback) -> None:
         """A record refused for size in a batch (runs inside ``poll``/``flush``)."""
         topic, key, value = msg.topic(), msg.key(), msg.value()
         if self.transactional:
-            self.suspects.add(value)
-            on_delivery(DeliveryError(f"{refused(err, msg, topic)} (redone with that record alone)", err.code()))
+            on_delivery(too_large(err, msg, topic, alone=False))
             return
         if self._alone is None:
             log.warning("a record batch to %s was refused for its size: its records are sent again one by one, and "
@@ -137,45 +120,6 @@ class Oversize:
         except (BufferError, KafkaException) as exc:
             report(exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL),
                    Unsent(key, value))
-
-    def produce(self, producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
-                on_delivery: DeliveryCallback) -> bool:
-        """Exactly once, while ``active``: a record known too large is reported so, unsent; a suspect is
-        sent alone. False for any other record (the caller sends it as usual)."""
-        if value is None:
-            return False
-        if value in self.too_large:
-            self._reported.append(value)
-            reporting(on_delivery, topic)(self.too_large[value], Unsent(key, value))
-            return True
-        if value not in self.suspects:
-            return False
-        producer.flush(self._flush_timeout)
-        producer.produce(topic, value, key, headers=cast(Any, headers),
-                         on_delivery=self._judging(value, on_delivery, topic))
-        producer.flush(self._flush_timeout)
-        return True
-
-    def _judging(self, value: bytes, on_delivery: DeliveryCallback, topic: str) -> Report:
-        report = reporting(on_delivery, topic, sent_alone=True)
-
-        def judge(err: KafkaError | None, msg: Any) -> None:
-            if err is None or err.code() in SIZE_ERRORS:
-                self.suspects.discard(value)
-            if err is not None and err.code() in SIZE_ERRORS:
-                self.too_large[value] = err
-            report(err, msg)
-
-        return judge
-
-    def committed(self) -> None:
-        """A transaction committed: the dead letters of the records it reported too large with it."""
-        for value in self._reported:
-            self.too_large.pop(value, None)
-        self._reported.clear()
-
-    def aborted(self) -> None:
-        self._reported.clear()
 
     def poll(self) -> None:
         if self._alone is not None:

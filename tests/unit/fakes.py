@@ -128,6 +128,8 @@ class FakeSink:
         self.unacked: list[tuple[Callable[[Any, Any], None], bytes | None, str, bytes | None]] = []
         self.fail = fail
         self.too_large = too_large
+        self.too_large_alone = True
+        """Whether a size refusal judges the record alone (False: refused in a batch under transactions)."""
         self.hold = False
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any,
@@ -159,7 +161,7 @@ class FakeSink:
         if self.too_large(topic, key):
             why = "Broker: Message size too large"
             return OutputTooLarge(f"an output to {topic}[0] was not accepted by the broker: {why}", 10, f"{topic}[0]",
-                                  why, value)
+                                  why, value, self.too_large_alone)
         return None
 
     def start(self) -> None:

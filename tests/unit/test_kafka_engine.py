@@ -158,11 +158,20 @@ def test_a_size_refusal_is_judged_on_the_record_alone() -> None:
     in_batch(too_large, Unsent(b"k", b"huge"))
     reporting(seen.append, "scores", sent_alone=True)(too_large, Delivered(3, b"big"))
     reporting(seen.append, "scores")(too_large, Delivered(1, b"big"))
-    timed_out, unsent, alone, in_transaction = seen
-    assert type(timed_out) is DeliveryError and type(in_transaction) is DeliveryError
+    timed_out, unsent, alone, no_alone = seen
+    assert type(timed_out) is DeliveryError and type(no_alone) is DeliveryError
     assert isinstance(unsent, OutputTooLarge) and (unsent.where, unsent.value) == ("scores", b"huge")
     assert isinstance(alone, OutputTooLarge) and (alone.where, alone.value) == ("scores[3]", b"big")
     assert alone.why == "Broker: Message size too large" and alone.code == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_under_transactions_a_size_refusal_in_a_batch_is_no_verdict_on_the_record() -> None:
+    seen: list[Any] = []
+    sink = KafkaSink(SETTINGS, 1000, 1_000_000, transactional_id="tx")
+    refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+    reporting(seen.append, "scores", sink._oversize.alone)(refused, Delivered(2, b"big"))
+    [error] = seen
+    assert isinstance(error, OutputTooLarge) and not error.alone and error.where == "scores[2]"
 
 
 def test_a_record_over_the_producers_own_limit_is_refused_as_too_large_before_sending() -> None:
@@ -189,6 +198,12 @@ class Delivered:
 
     def value(self) -> bytes | None:
         return self._value
+
+    def topic(self) -> str:
+        return "scores"
+
+    def key(self) -> bytes | None:
+        return None
 
 
 class ErrorMessage:
@@ -219,73 +234,3 @@ def test_unreadable_headers_are_replaced_by_a_note() -> None:
     headers = source.headers(BadHeaders())  # type: ignore[arg-type]
     assert headers == [("streamscore.headers.dropped", b"a header name is not UTF-8; the input's headers are left out")]
 
-
-BIG = b"x" * 100
-TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
-
-
-class Record:
-    def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._topic, self._key, self._value = topic, key, value
-
-    def topic(self) -> str: return self._topic
-    def key(self) -> bytes | None: return self._key
-    def value(self) -> bytes: return self._value
-    def partition(self) -> int: return 0
-    def headers(self) -> None: return None
-
-
-class SizeJudgingProducer:
-    """A transactional librdkafka producer standing in for one and a broker: everything produced
-    since the last flush is one record batch, refused whole when it holds ``BIG``."""
-
-    def __init__(self) -> None:
-        self.queue: list[tuple[Record, Any]] = []
-        self.batches: list[list[bytes]] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any = None, on_delivery: Any = None,
-                partition: int = -1) -> None:
-        self.queue.append((Record(topic, key, value), on_delivery))
-
-    def flush(self, timeout: float = 0) -> int:
-        batch, self.queue = self.queue, []
-        if batch:
-            self.batches.append([r.value() for r, _ in batch])
-        refused = any(r.value() == BIG for r, _ in batch)
-        for record, report in batch:
-            report(TOO_LARGE if refused else None, record)
-        return 0
-
-    def poll(self, timeout: float) -> None:
-        self.flush()
-
-    def commit_transaction(self, timeout: float) -> None: ...
-    def abort_transaction(self, timeout: float) -> None: ...
-
-
-def test_under_transactions_a_size_refusal_in_a_batch_is_judged_alone_in_the_redone_transaction() -> None:
-    producer = SizeJudgingProducer()
-    sink = KafkaSink(SETTINGS, 1000, 1_000_000, transactional_id="tx", transaction_timeout_s=5)
-    sink._producer = producer  # type: ignore[assignment]  # stands in for the librdkafka client
-    records = [(b"a", b"small"), (b"b", BIG)]
-
-    def attempt() -> list[Any]:
-        seen: list[Any] = []
-        sink.produce_many("out", records, seen.append)
-        sink.flush(5)
-        return seen
-
-    first = attempt()  # refused together: not a verdict on either, the transaction is redone
-    assert [type(e) for e in first] == [DeliveryError, DeliveryError]
-    assert "redone with that record alone" in str(first[0])
-    sink.abort_transaction(5)
-    second = attempt()  # each sent alone: the small one is written, the big one refused on its own
-    assert producer.batches[1:] == [[b"small"], [BIG]]
-    assert second[0] is None and isinstance(second[1], OutputTooLarge) and second[1].value == BIG
-    sink.abort_transaction(5)  # the refusal failed that transaction too
-    third = attempt()  # the big one is reported too large unsent; its dead letter commits with the rest
-    assert producer.batches[3:] == [[b"small"]]
-    [unsent] = [e for e in third if e is not None]  # reported at once, the small one at the flush
-    assert len(third) == 2 and isinstance(unsent, OutputTooLarge) and unsent.where == "out"
-    sink.commit_transaction({}, object(), timeout=5)
-    assert not sink._oversize.active, "back to the batch path once the verdicts are committed"

@@ -228,3 +228,17 @@ def test_an_output_refused_as_too_large_is_dead_lettered_in_the_same_transaction
     assert [k for t, k, _ in sink.visible if t == "transactions-dlq"] == [b"2-11"]
     assert sink.committed() == {("in", 0): 30, ("in", 1): 30, ("in", 2): 30}
     assert p.metrics.dead_lettered.labels("output_too_large")._value.get() == 1
+
+
+def test_an_output_the_broker_refuses_for_size_stops_exactly_once_with_one_line() -> None:
+    """Refused in a batch, the record cannot be judged alone and its transaction has failed: the
+    service stops, naming the topic, with nothing of that transaction committed."""
+    msgs = messages(30)
+    source = FakeSource(msgs)
+    sink = TransactionalSink(too_large=lambda topic, key: topic == "transaction-scores" and key == b"2-11")
+    sink.too_large_alone = False
+    p = eos_pipeline(source, sink, max_batch_size=6)
+    with pytest.raises(DeliveryError, match=r"transaction-scores\[0\].*exactly_once .* not dead-lettered"):
+        run_until_consumed(p, source, len(msgs))
+    assert sink.committed().get(("in", 2), 0) <= 11
+    assert not any(t == "transactions-dlq" for t, _, _ in sink.visible)
