@@ -8,7 +8,8 @@ within the at-least-once bound.
 - ``destination_deleted``: the score topic is deleted mid-stream; the service must stop with one
   line naming the topic and commit nothing past its last acknowledged output.
 - ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``; its input
-  must be dead-lettered (``output_too_large``) with no exit.
+  must be dead-lettered (``output_too_large``) with no exit; ``oversize_output_exactly_once``: the
+  same under ``delivery: exactly_once``, where it must stop with one line instead.
 
 The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
 Apache Kafka as it does on Tansu.
@@ -287,6 +288,41 @@ def oversize_output(env: Env, size: Size) -> Result:
         return result
 
 
+def oversize_output_exactly_once(env: Env, size: Size) -> Result:
+    """``oversize_output`` under ``delivery: exactly_once``. The broker's refusal fails the open
+    transaction, and the redone transaction renders the record anew, so the event is not
+    dead-lettered there: the service must stop with one line naming the topic and exactly_once,
+    with nothing committed past an unwritten event (outputs read ``read_committed``, librdkafka's
+    default); once the topic's limit is raised, a restart loses and duplicates nothing."""
+    with env.broker(own=True) as (bootstrap, broker):
+        assert isinstance(broker, KafkaBroker)
+        t = make_topics(bootstrap)
+        _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
+        config = write_config(env.workdir, bootstrap, t, delivery="exactly_once",
+                              kafka={"transactional_id": f"faults-{t.group}"},
+                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+        stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
+        _plant_large_field(stream, random.Random(env.seed))
+        proc = env.service(config).start()
+        proc.wait_ready()
+        stream.start()
+        code = proc.wait(180)
+        error = _error_line(proc)
+        positions = committed(bootstrap, t)
+        with output_reader(bootstrap, t) as reader:  # its only writer has exited
+            outputs = outputs_of(reader.read_to_end(), t)
+        _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")  # the operator's fix
+        final = env.service(config).start()
+        fault = f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB"
+        result = Result("output over max.message.bytes, exactly-once", size.events, fault, 0, 0, 0)
+        result.checks["exits non-zero"] = code != 0
+        result.checks["one error line naming the topic and exactly_once"] = (
+            t.destination in error and "exactly_once" in error and "not dead-lettered" in error)
+        result.checks["no commit past an unwritten event"] = not commits_past_outputs(positions, outputs)
+        result.notes.update(exit_code=code, error=error)
+        return _finish(env, bootstrap, t, stream, [final], result)
+
+
 RESENT = re.compile(r"(\d+) records refused in a batch for size were sent again alone")
 """The service's log line at exit: how many refused records the Kafka edge sent again alone."""
 
@@ -326,5 +362,7 @@ SCENARIOS: dict[str, Scenario] = {
                                     brokers=("kafka",)),
     "oversize-output": Scenario(oversize_output, Size(4_000, 1, 1_000), Size(100_000, 1, 5_000),
                                 brokers=("kafka",)),
+    "oversize-output-exactly-once": Scenario(oversize_output_exactly_once, Size(2_000, 1, 1_000),
+                                             Size(100_000, 1, 5_000), brokers=("kafka",)),
 }
 """Apache Kafka only: name -> scenario with its CI and full sizes."""
