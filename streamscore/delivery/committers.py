@@ -12,7 +12,8 @@ lost partition must drop them too.
 Both dead-letter the input of an output a destination refused for its size alone
 (``OutputTooLarge``, reason ``output_too_large``) and commit that input only once its dead letter
 is acknowledged; every other refused output stops the service (at-least-once) or aborts the
-transaction (exactly-once).
+transaction (exactly-once), except a size refusal exactly-once cannot judge alone (the broker
+refused a batch), which stops the service too.
 """
 
 from __future__ import annotations
