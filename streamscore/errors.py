@@ -5,6 +5,7 @@
      ├── ModelError         model file missing or unreadable, provider unavailable, spec mismatch
      ├── BrokerError        broker unreachable, or a Kafka call failed (keeps the Kafka error code)
      ├── DeliveryError      an output could not be written; nothing past it is committed
+     │    └── OutputTooLarge    one output refused for its size alone: its input is dead-lettered instead
      ├── TransactionAborted exactly-once: the open transaction must be aborted and its input re-read
      └── ModelUnavailable   the model fails by itself (not because of its rows): nothing is dead-lettered
 """
@@ -37,6 +38,25 @@ class BrokerError(StreamScoreError):
 
 class DeliveryError(BrokerError):
     """A produce failed for good: the pipeline stops without committing past it."""
+
+
+class OutputTooLarge(DeliveryError):
+    """A destination refused one record for its own size (over the topic's ``max.message.bytes``, or
+    the producer's ``message.max.bytes``): a verdict on that record alone, so the pipeline
+    dead-letters its input (``output_too_large``) instead of stopping, and commits the input only
+    once that dead letter is acknowledged. ``where`` names the topic (and partition), ``why`` is the
+    client's or broker's words, ``value`` the refused record, by which its input is found.
+
+    ``alone`` False: refused within a record batch under transactions, where the record cannot be
+    judged alone (the refusal has failed the transaction): exactly-once stops with one line instead."""
+
+    def __init__(self, message: str, code: int | None, where: str, why: str, value: bytes | None,
+                 alone: bool = True) -> None:
+        super().__init__(message, code)
+        self.where = where
+        self.why = why
+        self.value = value
+        self.alone = alone
 
 
 class TransactionAborted(BrokerError):

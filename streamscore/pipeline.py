@@ -27,7 +27,7 @@ from streamscore.destinations.base import Outputs
 from streamscore.engines.base import Source
 from streamscore.errors import ModelUnavailable
 from streamscore.intake import Intake
-from streamscore.metrics import Metrics, Totals
+from streamscore.metrics import Metrics
 from streamscore.monitoring.drift import DriftMonitor
 from streamscore.server import Health
 
@@ -62,7 +62,8 @@ class Pipeline:
         """How long leaving the group may take (the session timeout: then the group evicts us anyway)."""
         self.drift = drift
         """Counts the scored rows' feature and score bins, when the model has a reference profile."""
-        self.totals = Totals(decisions=dict.fromkeys(scorer.policy.labels, 0))
+        self.totals = committer.totals  # the committer adds the dead letters of outputs refused as too large
+        self.totals.decisions = dict.fromkeys(scorer.policy.labels, 0)
         self._commit_interval = batching.commit_interval_ms / 1000.0
         self._commit_early_at = batching.max_in_flight * COMMIT_EARLY_FRACTION
         self._next_commit = 0.0
@@ -162,7 +163,7 @@ class Pipeline:
 
     def _emit(self, batch: Sequence[SourceMessage], result: ScoredBatch) -> None:
         self.committer.begin()
-        ticket = self.committer.track(batch, self.outputs.records_for(result))
+        ticket = self.committer.track(batch, self.outputs.records_for(result), result)
         keys = list(map(_key, map(batch.__getitem__, result.scored)))
         letters = [self.scorer.dead_letter(batch[r.index], r, self.source.headers(batch[r.index]))
                    for r in result.rejections]

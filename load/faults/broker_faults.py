@@ -7,7 +7,9 @@ within the at-least-once bound.
 - ``broker_kill9``: the broker is killed with -9 mid-stream and restarted on the same data.
 - ``destination_deleted``: the score topic is deleted mid-stream; the service must stop with one
   line naming the topic and commit nothing past its last acknowledged output.
-- ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``.
+- ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``; its input
+  must be dead-lettered (``output_too_large``) with no exit; ``oversize_output_exactly_once``: the
+  same under ``delivery: exactly_once``, where it must stop with one line instead.
 
 The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
 Apache Kafka as it does on Tansu.
@@ -241,10 +243,11 @@ as an input, over ``TOPIC_LIMIT`` as an output even after lz4."""
 
 def oversize_output(env: Env, size: Size) -> Result:
     """One event carries a large field that ``output.copy_fields`` copies into its score record,
-    over the score topic's ``max.message.bytes``. Dead-lettered with a reason, or a non-zero exit
-    naming the topic, never a silent loss. Today: the service exits 1 (``Broker: Message size too
-    large``) and its restart exits again at the same event (a poison pill: every restart would);
-    the scenario then raises the limit, and the last restart must lose nothing."""
+    over the score topic's ``max.message.bytes``. It must be dead-lettered (``output_too_large``,
+    the detail naming the topic and the size) while the service runs on: no exit, no restart, every
+    other event scored. (Before the fix the service exited 1 here, and every restart again at the
+    same event: a poison pill.) Should it exit anyway, the scenario raises the topic's limit and
+    restarts it, so that the accounting still runs."""
     with env.broker(own=True) as (bootstrap, broker):
         assert isinstance(broker, KafkaBroker)
         t = make_topics(bootstrap)
@@ -256,30 +259,72 @@ def oversize_output(env: Env, size: Size) -> Result:
         proc = env.service(config).start()
         proc.wait_ready()
         stream.start()
-        outcome = _first_of(bootstrap, t, proc, poison)
+        outcome, found = _first_of(bootstrap, t, proc, poison)
         codes: list[int] = []
-        errors: list[str] = []
-        gaps = 0
-        while outcome == "exit":  # the first run, then one restart: does the same event stop it again?
+        if outcome == "exit":  # the old behaviour: the operator's fix, then a restart
             codes.append(proc.wait(10))
-            errors.append(_error_line(proc))
-            with output_reader(bootstrap, t) as reader:  # every instance so far has exited
-                outputs = outputs_of(reader.read_to_end(), t)
-            gaps += len(commits_past_outputs(committed(bootstrap, t), outputs))
-            if len(codes) == 2:  # the operator's fix, then a last restart
-                _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")
+            _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")
             proc = env.service(config).start()
-            if len(codes) == 2:
-                break
-            outcome = _first_of(bootstrap, t, proc, poison)
+        counted = proc.scrape().get('streamscore_events_dead_lettered_total{reason="output_too_large"}', 0.0)
+        headers = found.headers if found is not None else {}
+        detail = headers.get("streamscore.detail", b"").decode()
         result = Result("output over max.message.bytes", size.events,
                         f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB",
-                        0, 0, PER_FAULT * max(1, len(codes)))
-        result.checks["dead-lettered, or non-zero exits naming the topic"] = outcome == "dead-lettered" or (
-            bool(codes) and all(c != 0 for c in codes) and all(t.destination in e for e in errors))
-        result.checks["no commit past an unwritten event"] = gaps == 0
-        result.notes.update(outcome=outcome, exit_codes=codes, error=errors[-1] if errors else "")
-        return _finish(env, bootstrap, t, stream, [proc], result)
+                        0, 0, PER_FAULT * len(codes))
+        result.checks["dead-lettered as output_too_large"] = (
+            outcome == "dead-lettered" and headers.get("streamscore.reason") == b"output_too_large")
+        result.checks["the detail names the topic and the size"] = t.destination in detail and " bytes" in detail
+        result.checks["counted in the dead-letter metrics"] = counted == 1
+        result.checks["no exit"] = not codes
+        result.notes.update(outcome=outcome, exit_codes=codes, error=_error_line(proc) if codes else "",
+                            detail=detail)
+        result = _finish(env, bootstrap, t, stream, [proc], result)
+        resent = RESENT.findall(proc.log())
+        result.notes["records sent again alone"] = int(resent[-1]) if resent else 0
+        with OutputReader(bootstrap, [t.dead_letter]) as reader:  # every instance has exited
+            too_large = [r.key for r in reader.read_to_end()
+                         if r.headers.get("streamscore.reason") == b"output_too_large"]
+        result.checks["only the large event is dead-lettered output_too_large"] = too_large == [poison]
+        return result
+
+
+def oversize_output_exactly_once(env: Env, size: Size) -> Result:
+    """``oversize_output`` under ``delivery: exactly_once``. The broker's refusal fails the open
+    transaction, and the redone transaction renders the record anew, so the event is not
+    dead-lettered there: the service must stop with one line naming the topic and exactly_once,
+    with nothing committed past an unwritten event (outputs read ``read_committed``, librdkafka's
+    default); once the topic's limit is raised, a restart loses and duplicates nothing."""
+    with env.broker(own=True) as (bootstrap, broker):
+        assert isinstance(broker, KafkaBroker)
+        t = make_topics(bootstrap)
+        _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
+        config = write_config(env.workdir, bootstrap, t, delivery="exactly_once",
+                              kafka={"transactional_id": f"faults-{t.group}"},
+                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+        stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
+        _plant_large_field(stream, random.Random(env.seed))
+        proc = env.service(config).start()
+        proc.wait_ready()
+        stream.start()
+        code = proc.wait(180)
+        error = _error_line(proc)
+        positions = committed(bootstrap, t)
+        with output_reader(bootstrap, t) as reader:  # its only writer has exited
+            outputs = outputs_of(reader.read_to_end(), t)
+        _set_topic_config(bootstrap, t.destination, "max.message.bytes", "4000000")  # the operator's fix
+        final = env.service(config).start()
+        fault = f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB"
+        result = Result("output over max.message.bytes, exactly-once", size.events, fault, 0, 0, 0)
+        result.checks["exits non-zero"] = code != 0
+        result.checks["one error line naming the topic and exactly_once"] = (
+            t.destination in error and "exactly_once" in error and "not dead-lettered" in error)
+        result.checks["no commit past an unwritten event"] = not commits_past_outputs(positions, outputs)
+        result.notes.update(exit_code=code, error=error)
+        return _finish(env, bootstrap, t, stream, [final], result)
+
+
+RESENT = re.compile(r"(\d+) records refused in a batch for size were sent again alone")
+"""The service's log line at exit: how many refused records the Kafka edge sent again alone."""
 
 
 def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:
@@ -297,15 +342,16 @@ def _plant_large_field(stream: InputStream, rng: random.Random) -> bytes:
     raise AssertionError("no valid event in the second half of the stream")
 
 
-def _first_of(bootstrap: str, t: Topics, proc: ServiceProcess, poison: bytes, timeout: float = 180.0) -> str:
-    """``exit`` when the service exits first, else where the large event's output went."""
+def _first_of(bootstrap: str, t: Topics, proc: ServiceProcess, poison: bytes, timeout: float = 180.0
+              ) -> tuple[str, Record | None]:
+    """``exit`` when the service exits first, else where the large event's output went, and that output."""
     with output_reader(bootstrap, t) as reader:
         records = reader.read_until(lambda rs: not proc.alive() or any(r.key == poison for r in rs), timeout,
                                     "the service to exit or the large event's output")
         found = [r for r in records if r.key == poison]
     if not found:
-        return "exit"
-    return "dead-lettered" if found[0].topic == t.dead_letter else "scored"
+        return "exit", None
+    return ("dead-lettered" if found[0].topic == t.dead_letter else "scored"), found[0]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -316,5 +362,7 @@ SCENARIOS: dict[str, Scenario] = {
                                     brokers=("kafka",)),
     "oversize-output": Scenario(oversize_output, Size(4_000, 1, 1_000), Size(100_000, 1, 5_000),
                                 brokers=("kafka",)),
+    "oversize-output-exactly-once": Scenario(oversize_output_exactly_once, Size(2_000, 1, 1_000),
+                                             Size(100_000, 1, 5_000), brokers=("kafka",)),
 }
 """Apache Kafka only: name -> scenario with its CI and full sizes."""

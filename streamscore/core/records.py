@@ -57,6 +57,10 @@ class Reason(StrEnum):
     NO_MODEL = "no_model"
     """Routing by segment (``graph.type: segments``): the event's segment has no route and the
     graph no ``default`` model."""
+    OUTPUT_TOO_LARGE = "output_too_large"
+    """The event was scored but its output record is larger than the destination accepts (the
+    topic's ``max.message.bytes``, often through a large field in ``output.copy_fields``); it is
+    dead-lettered instead, truncated like ``oversize``, and its detail names the topic and size."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,12 @@ call that can block takes a ``Deadline``: one budget for a whole stop or revoke.
 
 Both take the ``Batcher``: the events consumed but not yet scored live there, and a rewind or a
 lost partition must drop them too.
+
+Both dead-letter the input of an output a destination refused for its size alone
+(``OutputTooLarge``, reason ``output_too_large``) and commit that input only once its dead letter
+is acknowledged; every other refused output stops the service (at-least-once) or aborts the
+transaction (exactly-once), except a size refusal exactly-once cannot judge alone (the broker
+refused a batch), which stops the service too.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from typing import cast
 import numpy as np
 
 from streamscore.core.batching import Batcher
-from streamscore.core.records import SourceMessage, TopicPartition
+from streamscore.core.records import DeadLetter, Reason, Rejection, ScoredBatch, SourceMessage, TopicPartition
+from streamscore.core.render import DEAD_LETTER_SAMPLE_BYTES, dead_letter
 from streamscore.delivery.deadline import Deadline
 from streamscore.delivery.tracker import OffsetTracker, Ticket
 from streamscore.destinations.base import Destination, Outputs
 from streamscore.engines.base import Source, Transactions
-from streamscore.errors import BrokerError, ConfigError, DeliveryError, TransactionAborted
-from streamscore.metrics import Metrics
+from streamscore.errors import BrokerError, ConfigError, DeliveryError, OutputTooLarge, TransactionAborted
+from streamscore.metrics import Metrics, Totals
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ class Committer(ABC):
         self.commit_timeout = commit_timeout
         """The budget of a commit made while running (a stop or revoke brings its own deadline)."""
         self.tracker = OffsetTracker()
+        self.totals = Totals()
+        """What the stream did: the pipeline counts its batches here, the committer the late dead letters."""
         self.assigned: set[TopicPartition] = set()
         self.restart_at: dict[TopicPartition, int] = {}
         """Per partition, where the group would resume: the last committed position, or the first
@@ -60,11 +69,11 @@ class Committer(ABC):
     def begin(self) -> None:  # noqa: B027 - nothing to do by default; exactly-once opens a transaction
         """Before a batch's outputs are written."""
 
-    def track(self, batch: Sequence[SourceMessage], outputs: int) -> Ticket:
-        """Register a scored batch whose ``outputs`` records are about to be written."""
+    def track(self, batch: Sequence[SourceMessage], outputs: int, result: ScoredBatch | None = None) -> Ticket:
+        """Register a scored batch whose ``outputs`` records (``result``'s) are about to be written."""
         # C-level maps over the batch, no bytecode per event: it is all bookkeeping
         event_times = np.fromiter(map(_second, map(_timestamp, batch)), dtype=np.int64, count=len(batch))
-        ticket = Ticket(outputs, payload=event_times)
+        ticket = Ticket(outputs, payload=event_times, inputs=(batch, result) if result is not None else None)
         partitions: list[TopicPartition] = list(zip(map(_topic, batch), map(_partition, batch), strict=True))
         offsets: list[int] = list(map(_offset, batch))
         last_offsets = dict(zip(partitions, offsets, strict=True))  # a later offset of the same partition overwrites
@@ -133,11 +142,54 @@ class Committer(ABC):
     def _positions(self) -> dict[TopicPartition, int]:
         return {tp: pos for tp, pos in self.tracker.committable().items() if tp in self.assigned}
 
+    def check(self) -> None:
+        """React to outputs a destination refused: dead-letter the inputs of those refused for their
+        size alone; any other refusal is the mode's to handle (``_refused``)."""
+        if self.tracker.refused:
+            self.dead_letter_refused()
+        error = self.tracker.failure()
+        if error is not None:
+            self.metrics.delivery_failures.inc()
+            self._refused(error)
+
+    def dead_letter_refused(self) -> None:
+        """Write the dead letter (``output_too_large``) of each input whose output was refused for its
+        size; its acknowledgement completes the batch. A refused record that is none of the batch's
+        outputs (a dead letter too large for its own topic, say) fails the batch as before."""
+        refused = self.tracker.refused[:]
+        self.tracker.refused.clear()
+        self.begin()  # exactly-once: the dead letters join the open transaction
+        for ticket, error in refused:
+            index = _input_of(ticket.inputs, error.value)
+            if index is None:
+                ticket.error = ticket.error or error
+            ticket.lettered = ticket.lettered or set()
+            if index is None or index in ticket.lettered:  # a second destination's refusal: one dead letter
+                ticket.pending -= 1
+                continue
+            ticket.lettered.add(index)
+            self.outputs.dead_letters.write_dead_letters([self._too_large(ticket.inputs[0][index], index, error)],
+                                                         ticket.ack)
+            self.metrics.dead_lettered.labels(str(Reason.OUTPUT_TOO_LARGE)).inc()
+            # counted scored when its batch was: the totals move it (consumed = scored + dead-lettered);
+            # the metrics' counters cannot, so there it counts as scored and dead-lettered
+            self.totals.scored -= 1
+            self.totals.dead_lettered += 1
+
+    def _too_large(self, msg: SourceMessage, index: int, error: OutputTooLarge) -> DeadLetter:
+        size = len(error.value or b"")
+        log.warning("an output to %s (%d bytes) was refused as too large: dead-lettering %s[%s]@%s",
+                    error.where, size, msg.topic(), msg.partition(), msg.offset())
+        detail = f"its output to {error.where} is {size} bytes, more than the topic accepts ({error.why})"
+        # truncated like an oversize input: the dead-letter topic would likely refuse it whole too
+        return dead_letter(msg, Rejection(index, Reason.OUTPUT_TOO_LARGE, detail), self.source.headers(msg),
+                           DEAD_LETTER_SAMPLE_BYTES, int(time.time() * 1000))
+
     # -- what each mode does its own way ------------------------------------------------------
 
     @abstractmethod
-    def check(self) -> None:
-        """React to an output a destination refused."""
+    def _refused(self, error: object) -> None:
+        """React to an output a destination refused (other than for its size alone)."""
 
     @abstractmethod
     def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
@@ -152,12 +204,9 @@ class AtLeastOnce(Committer):
     """Acknowledged positions committed to the group, synchronously: a crash redoes at most the
     uncommitted window (plus one batch), and never skips an event."""
 
-    def check(self) -> None:
+    def _refused(self, error: object) -> None:
         """A refused output stops the service: nothing past it may be committed."""
-        error = self.tracker.failure()
-        if error is not None:
-            self.metrics.delivery_failures.inc()
-            raise error if isinstance(error, DeliveryError) else DeliveryError(str(error))
+        raise error if isinstance(error, DeliveryError) else DeliveryError(str(error))
 
     def commit(self, deadline: Deadline | None = None, final: bool = False, quiet: bool = False) -> None:
         positions = self._positions()
@@ -196,12 +245,14 @@ class ExactlyOnce(Committer):
             self.transactions.begin_transaction()
             self.in_transaction = True
 
-    def check(self) -> None:
-        """A refused output aborts the open transaction: its work is redone."""
-        error = self.tracker.failure()
-        if error is not None:
-            self.metrics.delivery_failures.inc()
-            self._abort(str(error), Deadline(self.commit_timeout))
+    def _refused(self, error: object, deadline: Deadline | None = None) -> None:
+        """A refused output aborts the open transaction: its work is redone. Not an output the broker
+        refused for its size (the redone transaction would write it again): that stops the service."""
+        if isinstance(error, OutputTooLarge):  # never alone here: see engines/kafka_oversize.py
+            raise DeliveryError(f"{error}; under delivery: exactly_once an output over the topic's max.message.bytes "
+                                "fails its whole transaction and is not dead-lettered: raise the limit or copy less "
+                                "into the output", error.code)
+        self._abort(str(error), deadline or Deadline(self.commit_timeout))
 
     def commit(self, deadline: Deadline | None = None, final: bool = False) -> None:
         """Flush, then commit the outputs and the positions they came from in one transaction."""
@@ -209,10 +260,13 @@ class ExactlyOnce(Committer):
             return
         deadline = deadline or Deadline(self.commit_timeout)
         left = self.outputs.flush(deadline.remaining())
+        if self.tracker.refused:  # their dead letters join this transaction
+            self.dead_letter_refused()
+            left = self.outputs.flush(deadline.remaining())
         error = self.tracker.failure()
         if error is not None:
             self.metrics.delivery_failures.inc()
-            self._abort(str(error), deadline)
+            self._refused(error, deadline)
             return
         if left:
             self._abort(f"{left} outputs not acknowledged in time", deadline)
@@ -266,6 +320,20 @@ class ExactlyOnce(Committer):
         self.tracker = OffsetTracker()
         if self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW:
             raise DeliveryError(f"{self.aborts_in_a_row} transactions in a row were aborted; last: {why}")
+
+
+def _input_of(inputs: tuple[Sequence[SourceMessage], ScoredBatch] | None, record: bytes | None) -> int | None:
+    """The batch position of the input whose output (score or shadow record) is ``record``, or None.
+    Runs only for a refused output: one C-level search of the batch's records."""
+    if inputs is None or record is None:
+        return None
+    _, result = inputs
+    for records in (result.outputs, result.shadow.outputs if result.shadow is not None else []):
+        try:
+            return result.scored[records.index(record)]
+        except ValueError:
+            continue
+    return None
 
 
 def check_delivery(delivery: str, transactions: Transactions | None, destinations: Sequence[Destination]) -> None:

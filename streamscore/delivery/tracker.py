@@ -7,6 +7,11 @@ arrives early (another partition, a later batch) waits for everything before it.
 
 ``uncommitted`` counts the events tracked but not yet covered by a confirmed commit: the pipeline
 bounds it, which bounds both memory and the duplicates a crash can cause.
+
+An output refused for its size alone (``OutputTooLarge``) is not a failure: its acknowledgement
+slot stays pending and the refusal is queued in ``OffsetTracker.refused``, so that the committer
+dead-letters the input and the dead letter's acknowledgement fills the slot. Until then the batch,
+and every later one of its partitions, stays uncommitted.
 """
 
 from __future__ import annotations
@@ -16,22 +21,33 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamscore.core.records import TopicPartition
+from streamscore.errors import OutputTooLarge
 
 
 class Ticket:
     """Outputs in flight for one batch. ``ack`` is the delivery callback: it only records."""
 
-    __slots__ = ("error", "payload", "pending", "size")
+    __slots__ = ("error", "inputs", "lettered", "payload", "pending", "refused", "size")
 
-    def __init__(self, size: int, payload: Any = None) -> None:
+    def __init__(self, size: int, payload: Any = None, inputs: Any = None) -> None:
         self.size = size
         self.pending = size
         self.error: Any = None
         self.payload = payload
+        self.inputs = inputs
+        """What a refused output's input is found in (the batch and its scored result), until done."""
+        self.refused: list[tuple[Ticket, OutputTooLarge]] | None = None
+        """Where size refusals are queued (the tracker's list, set by ``track``)."""
+        self.lettered: set[int] | None = None
+        """Positions in the batch already dead-lettered for a refused output."""
 
     def ack(self, err: Any, _msg: Any = None) -> None:
-        if err is not None and self.error is None:
-            self.error = err
+        if err is not None:
+            if isinstance(err, OutputTooLarge) and err.alone and self.refused is not None:
+                self.refused.append((self, err))  # the slot stays pending until the dead letter is acknowledged
+                return
+            if self.error is None:
+                self.error = err
         self.pending -= 1
 
     @property
@@ -50,12 +66,15 @@ class OffsetTracker:
         self._acked: dict[TopicPartition, deque[tuple[int, int]]] = {}
         self.uncommitted = 0
         """Events tracked whose offsets no confirmed commit covers yet."""
+        self.refused: list[tuple[Ticket, OutputTooLarge]] = []
+        """Outputs refused for their size alone, not yet dead-lettered (``Ticket.ack`` queues them)."""
 
     def track(self, ticket: Ticket, last_offsets: Mapping[TopicPartition, int],
               counts: Mapping[TopicPartition, int] | None = None) -> None:
         """Register a batch, in consumption order, with the highest offset it holds per partition
         and how many of its events each partition holds (default: the ticket's size, spread evenly)."""
         self._open.append(ticket)
+        ticket.refused = self.refused
         if counts is None:
             share, extra = divmod(ticket.size, max(1, len(last_offsets)))
             counts = {tp: share + (extra if i == 0 else 0) for i, tp in enumerate(last_offsets)}
@@ -73,6 +92,8 @@ class OffsetTracker:
         done = [t for t in self._open if t.done]
         if done:
             self._open = [t for t in self._open if not t.done]
+            for ticket in done:  # nothing of theirs can be refused any more
+                ticket.inputs = None
         return done
 
     def failure(self) -> Any:

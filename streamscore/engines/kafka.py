@@ -24,6 +24,8 @@ from streamscore.core.records import UNREADABLE_HEADERS, DeadLetter, Headers, So
 from streamscore.engines import base
 from streamscore.engines.base import DeliveryCallback, PartitionsCallback
 from streamscore.engines.kafka_admin import check_broker
+from streamscore.engines.kafka_oversize import Oversize, Unsent
+from streamscore.engines.kafka_oversize import reporting as _reporting
 from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
 
 log = logging.getLogger(__name__)
@@ -286,22 +288,6 @@ def _consume_error(message: Any) -> bool:
     return True
 
 
-def _reporting(on_delivery: DeliveryCallback, topic: str) -> Callable[[KafkaError | None, Any], None]:
-    """librdkafka's delivery report as ``on_delivery(DeliveryError | None)``: one adapter per batch.
-    The error names ``topic`` (with the partition when the message has one): the one line an
-    operator sees on exit must say where the write failed."""
-
-    def report(err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            on_delivery(None)
-            return
-        partition = msg.partition() if msg is not None else None
-        where = f"{topic}[{partition}]" if isinstance(partition, int) and partition >= 0 else topic
-        on_delivery(DeliveryError(f"an output to {where} was not accepted by the broker: {err.str()}", err.code()))
-
-    return report
-
-
 def _log_commit(err: KafkaError | None, partitions: list[Any]) -> None:
     if err is not None:
         log.warning("asynchronous commit failed: %s", err.str())
@@ -323,6 +309,8 @@ class KafkaSink:
         self._timeout = transaction_timeout_s
         self._producer: Producer | None = None
         self._errors = _ErrorLatch("producer")
+        self._oversize = Oversize(self._alone_producer, transactional_id is not None)
+        """The verdict on records the broker refused for size in a batch."""
 
     def start(self) -> None:
         conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes, self._transactional_id)
@@ -382,14 +370,14 @@ class KafkaSink:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
                 on_delivery: DeliveryCallback) -> None:
-        self._produce(topic, key, value, headers, _reporting(on_delivery, topic))
+        self._produce(topic, key, value, headers, _reporting(on_delivery, topic, self._oversize.alone))
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]],
                      on_delivery: DeliveryCallback) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
         produce = producer.produce
-        report = _reporting(on_delivery, topic)
+        report = _reporting(on_delivery, topic, self._oversize.alone)
         for key, value in records:
             try:
                 produce(topic, value, key, on_delivery=report)
@@ -408,22 +396,33 @@ class KafkaSink:
                 producer.poll(0.05)
                 self._errors.raise_if_fatal()
             except KafkaException as exc:  # rejected locally (too large, ...): fail this record
-                report(exc.args[0], None)
+                report(exc.args[0], Unsent(key, value))
                 return
+
+    def _alone_producer(self) -> Producer:
+        """The second producer ``Oversize`` sends records again with, each in a batch of its own."""
+        conf = producer_config(self.settings, self._queue_messages, self._max_message_bytes)
+        conf.update({"batch.num.messages": 1, "linger.ms": 0, "error_cb": self._errors, "logger": _librdkafka_log})
+        return Producer(conf)
 
     def poll(self, timeout: float) -> None:
         assert self._producer is not None
         self._producer.poll(timeout)
+        self._oversize.poll()
         self._errors.raise_if_fatal()
 
     def flush(self, timeout: float) -> int:
         assert self._producer is not None
+        until = time.monotonic() + timeout
         remaining = self._producer.flush(timeout)
+        # after the main producer: its last reports may have sent records again there
+        remaining += self._oversize.flush(max(0.0, until - time.monotonic()))
         self._errors.raise_if_fatal()
         return remaining
 
     def close(self) -> None:
         self._producer = None
+        self._oversize.close()
 
 
 class KafkaDeadLetters:

@@ -19,7 +19,7 @@ from streamscore.destinations.base import Outputs
 from streamscore.destinations.kafka import KafkaTopic
 from streamscore.engines.base import Transactions
 from streamscore.engines.kafka import KafkaDeadLetters
-from streamscore.errors import DeliveryError
+from streamscore.errors import DeliveryError, OutputTooLarge
 from streamscore.metrics import Metrics
 from streamscore.pipeline import Pipeline
 from streamscore.runners.base import ModelRunner
@@ -117,18 +117,26 @@ class FakeSource:
 
 class FakeSink:
     """A producer (``engines.base.Producer``): acknowledges on poll/flush, unless ``hold`` is set;
-    ``fail`` picks records to reject."""
+    ``fail`` picks records to reject, ``too_large`` (topic, key) records to refuse for their size
+    alone, as the Kafka edge reports them (``OutputTooLarge``)."""
 
-    def __init__(self, fail: Callable[[bytes], bool] = lambda key: False) -> None:
+    def __init__(self, fail: Callable[[bytes], bool] = lambda key: False,
+                 too_large: Callable[[str, bytes | None], bool] = lambda topic, key: False) -> None:
         self.records: list[tuple[str, bytes | None, bytes | None]] = []
-        self.unacked: list[tuple[Callable[[Any, Any], None], bytes | None]] = []
+        self.headers: list[Any] = []
+        """Each record's headers, in the order of ``records``."""
+        self.unacked: list[tuple[Callable[[Any, Any], None], bytes | None, str, bytes | None]] = []
         self.fail = fail
+        self.too_large = too_large
+        self.too_large_alone = True
+        """Whether a size refusal judges the record alone (False: refused in a batch under transactions)."""
         self.hold = False
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any,
                 on_delivery: Callable[[Any, Any], None]) -> None:
         self.records.append((topic, key, value))
-        self.unacked.append((on_delivery, key))
+        self.headers.append(headers)
+        self.unacked.append((on_delivery, key, topic, value))
 
     def produce_many(self, topic: str, records: Any, on_delivery: Callable[[Any, Any], None]) -> None:
         for key, value in records:
@@ -144,8 +152,17 @@ class FakeSink:
 
     def _ack_all(self) -> None:
         unacked, self.unacked = self.unacked, []
-        for callback, key in reversed(unacked):  # out of order on purpose
-            callback(DeliveryError("broker said no") if key is not None and self.fail(key) else None, None)
+        for callback, key, topic, value in reversed(unacked):  # out of order on purpose
+            callback(self._verdict(key, topic, value), None)
+
+    def _verdict(self, key: bytes | None, topic: str, value: bytes | None) -> DeliveryError | None:
+        if key is not None and self.fail(key):
+            return DeliveryError("broker said no")
+        if self.too_large(topic, key):
+            why = "Broker: Message size too large"
+            return OutputTooLarge(f"an output to {topic}[0] was not accepted by the broker: {why}", 10, f"{topic}[0]",
+                                  why, value, self.too_large_alone)
+        return None
 
     def start(self) -> None:
         pass
@@ -179,10 +196,12 @@ def messages(per_partition: int, partitions: int = 3, bad_every: int = 0) -> lis
 
 
 def pipeline(source: FakeSource, sink: FakeSink, s: Settings, runner: ModelRunner | None = None,
-             transactions: Transactions | None = None, leave_timeout: float = 10.0) -> Pipeline:
-    """The stages wired as the service wires them, over the fakes."""
+             transactions: Transactions | None = None, leave_timeout: float = 10.0,
+             more_topics: Sequence[str] = ()) -> Pipeline:
+    """The stages wired as the service wires them, over the fakes (``more_topics``: more Kafka destinations)."""
     metrics = Metrics()
-    outputs = Outputs([KafkaTopic(sink, s.kafka.destination_topic)], KafkaDeadLetters(sink, s.kafka.dead_letter_topic))
+    topics = [s.kafka.destination_topic, *more_topics]
+    outputs = Outputs([KafkaTopic(sink, topic) for topic in topics], KafkaDeadLetters(sink, s.kafka.dead_letter_topic))
     batcher: Batcher[Any] = Batcher(s.batching.max_batch_size, s.batching.max_wait_ms / 1000.0)
     committer = build_committer(s.delivery, source, outputs, batcher, metrics, s.batching.drain_timeout_s,
                                 transactions)

@@ -19,11 +19,11 @@ from streamscore.engines.kafka import (
     KafkaSink,
     KafkaSource,
     _consume_error,
-    _reporting,
     consumer_config,
     producer_config,
 )
-from streamscore.errors import BrokerError, DeliveryError, TransactionAborted
+from streamscore.engines.kafka_oversize import Unsent, reporting
+from streamscore.errors import BrokerError, DeliveryError, OutputTooLarge, TransactionAborted
 
 SETTINGS = KafkaSettings(source_topics=["in"], destination_topic="out", dead_letter_topic="dlq",
                          client={"client.id": "c", "enable.idempotence": "true"}, consumer={"fetch.wait.max.ms": "10"},
@@ -133,7 +133,7 @@ def test_fatal_and_exhausted_transactional_errors_become_delivery_errors() -> No
 
 def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
     seen: list[Any] = []
-    report = _reporting(seen.append, "scores")
+    report = reporting(seen.append, "scores")
     report(None, object())
     report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), Delivered(2))
     assert seen[0] is None
@@ -144,7 +144,7 @@ def test_delivery_reports_become_delivery_errors_with_their_code() -> None:
 def test_a_delivery_error_names_the_topic_without_a_partition() -> None:
     """Rejected locally (no message) or never partitioned (-1, unknown topic): the topic alone."""
     seen: list[Any] = []
-    report = _reporting(seen.append, "scores")
+    report = reporting(seen.append, "scores")
     report(KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out"), None)
     report(KafkaError(KafkaError._UNKNOWN_TOPIC, "Unknown topic"), Delivered(-1))
     assert [str(e) for e in seen] == [
@@ -152,14 +152,67 @@ def test_a_delivery_error_names_the_topic_without_a_partition() -> None:
         "an output to scores was not accepted by the broker: Unknown topic"]
 
 
+def test_a_size_refusal_is_judged_on_the_record_alone() -> None:
+    """The broker refuses whole record batches: a refused record sent with others is sent again
+    alone; only a verdict on the record alone (sent alone, or refused before sending) is an
+    OutputTooLarge, which the pipeline dead-letters. Other errors, and under transactions (no
+    ``alone``) every refusal, stay DeliveryErrors."""
+    seen: list[Any] = []
+    again: list[Any] = []
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+    in_batch = reporting(seen.append, "scores", alone=lambda err, msg, on_delivery: again.append((msg, on_delivery)))
+    in_batch(too_large, Delivered(2, b"big"))
+    assert seen == [] and again[0][0].value() == b"big" and again[0][1] == seen.append
+    in_batch(KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out"), Delivered(2, b"small"))
+    in_batch(too_large, Unsent(b"k", b"huge"))
+    reporting(seen.append, "scores", sent_alone=True)(too_large, Delivered(3, b"big"))
+    reporting(seen.append, "scores")(too_large, Delivered(1, b"big"))
+    timed_out, unsent, alone, no_alone = seen
+    assert type(timed_out) is DeliveryError and type(no_alone) is DeliveryError
+    assert isinstance(unsent, OutputTooLarge) and (unsent.where, unsent.value) == ("scores", b"huge")
+    assert isinstance(alone, OutputTooLarge) and (alone.where, alone.value) == ("scores[3]", b"big")
+    assert alone.why == "Broker: Message size too large" and alone.code == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_under_transactions_a_size_refusal_in_a_batch_is_no_verdict_on_the_record() -> None:
+    seen: list[Any] = []
+    sink = KafkaSink(SETTINGS, 1000, 1_000_000, transactional_id="tx")
+    refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+    reporting(seen.append, "scores", sink._oversize.alone)(refused, Delivered(2, b"big"))
+    [error] = seen
+    assert isinstance(error, OutputTooLarge) and not error.alone and error.where == "scores[2]"
+
+
+def test_a_record_over_the_producers_own_limit_is_refused_as_too_large_before_sending() -> None:
+    """A real librdkafka producer (it never connects: nothing is sent)."""
+    sink = KafkaSink(KafkaSettings(source_topics=["in"], destination_topic="out", dead_letter_topic="dlq",
+                                   bootstrap_servers="127.0.0.1:9"), 1000, 1000)
+    sink.start()
+    seen: list[Any] = []
+    sink.produce_many("out", [(b"k", b"x" * 1_100_000)], seen.append)
+    [error] = seen
+    assert isinstance(error, OutputTooLarge) and error.value == b"x" * 1_100_000 and error.where == "out"
+    sink.close()
+
+
 class Delivered:
     """The part of a librdkafka message a delivery report reads."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, value: bytes | None = None) -> None:
         self._partition = partition
+        self._value = value
 
     def partition(self) -> int:
         return self._partition
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def topic(self) -> str:
+        return "scores"
+
+    def key(self) -> bytes | None:
+        return None
 
 
 class ErrorMessage:

@@ -18,8 +18,9 @@ from tests.unit.fakes import FakeSink, FakeSource, messages, pipeline, run_until
 class TransactionalSink(FakeSink):
     """Keeps each transaction's records apart: committed ones are what a read_committed reader sees."""
 
-    def __init__(self, fail: Callable[[bytes], bool] = lambda key: False) -> None:
-        super().__init__(fail)
+    def __init__(self, fail: Callable[[bytes], bool] = lambda key: False,
+                 too_large: Callable[[str, bytes | None], bool] = lambda topic, key: False) -> None:
+        super().__init__(fail, too_large)
         self.open: list[tuple[str, bytes | None, bytes | None]] | None = None
         self.visible: list[tuple[str, bytes | None, bytes | None]] = []
         self.offsets: list[dict[tuple[str, int], int]] = []
@@ -213,3 +214,31 @@ def test_an_abort_a_deadline_had_no_time_for_happens_before_the_next_transaction
     first_abort = sink.calls.index("abort")
     assert sink.calls[first_abort + 1] == "begin", "aborted before the next transaction began"
     assert Counter(k for _, k, _ in sink.visible) == Counter(m.key() for m in msgs), "every event once"
+
+
+def test_an_output_refused_as_too_large_is_dead_lettered_in_the_same_transaction() -> None:
+    """A record librdkafka refuses before sending (over ``message.max.bytes``) leaves the transaction
+    intact: the dead letter joins it, nothing is aborted."""
+    msgs = messages(30)
+    source = FakeSource(msgs)
+    sink = TransactionalSink(too_large=lambda topic, key: topic == "transaction-scores" and key == b"2-11")
+    p = eos_pipeline(source, sink, max_batch_size=6)
+    run_until_consumed(p, source, len(msgs))
+    assert sink.aborts == 0
+    assert [k for t, k, _ in sink.visible if t == "transactions-dlq"] == [b"2-11"]
+    assert sink.committed() == {("in", 0): 30, ("in", 1): 30, ("in", 2): 30}
+    assert p.metrics.dead_lettered.labels("output_too_large")._value.get() == 1
+
+
+def test_an_output_the_broker_refuses_for_size_stops_exactly_once_with_one_line() -> None:
+    """Refused in a batch, the record cannot be judged alone and its transaction has failed: the
+    service stops, naming the topic, with nothing of that transaction committed."""
+    msgs = messages(30)
+    source = FakeSource(msgs)
+    sink = TransactionalSink(too_large=lambda topic, key: topic == "transaction-scores" and key == b"2-11")
+    sink.too_large_alone = False
+    p = eos_pipeline(source, sink, max_batch_size=6)
+    with pytest.raises(DeliveryError, match=r"transaction-scores\[0\].*exactly_once .* not dead-lettered"):
+        run_until_consumed(p, source, len(msgs))
+    assert sink.committed().get(("in", 2), 0) <= 11
+    assert not any(t == "transactions-dlq" for t, _, _ in sink.visible)
