@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import random
-import time
 from importlib.resources import as_file, files
 from pathlib import Path
 
-from load.faults.harness import InputStream, ServiceProcess, make_topics, write_config
-from load.faults.scenarios import PER_FAULT, Env, Result, Scenario, Size, _finish, _wait_consuming
+from load.faults.harness import InputStream, make_topics, write_config
+from load.faults.scenarios import PER_FAULT, Env, Result, Scenario, Size, _finish, kill_and_restart
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FAST_FEATURES = ["amount", "hour", "card_age_days", "tx_count_1h", "tx_count_24h"]
@@ -36,24 +35,14 @@ def kill9_cascade(env: Env, size: Size) -> Result:
         t = make_topics(bootstrap)
         config = write_config(env.workdir, bootstrap, t, model=None, models=models, graph=graph)
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
-        procs: list[ServiceProcess] = []
-        mid_stream = second_stage = 0
-        for _ in range(size.faults):
-            proc = env.service(config).start()
-            procs.append(proc)
-            proc.wait_ready()
-            _wait_consuming(proc)
-            time.sleep(rng.uniform(0.0, 2.0))
-            metrics = proc.scrape()
-            mid_stream += int(not stream.done or metrics.get("streamscore_uncommitted_events", 0.0) > 0)
-            second_stage += int(metrics.get('streamscore_graph_stage_rows_total{stage="deep"}', 0.0) > 0)
-            proc.kill()
-        procs.append(env.service(config).start())
+        kills, final = kill_and_restart(env, config, stream, size.faults, rng)
+        mid_stream = sum(flowing or m.get("streamscore_uncommitted_events", 0.0) > 0 for m, flowing in kills)
+        second_stage = sum(m.get('streamscore_graph_stage_rows_total{stage="deep"}', 0.0) > 0 for m, _ in kills)
         result = Result("kill -9 mid-cascade and restart", size.events, f"{size.faults} × kill -9", 0, 0,
                         size.faults * PER_FAULT)
         result.checks["every kill hit unfinished work (inputs arriving or uncommitted)"] = mid_stream == size.faults
         result.checks["the second stage had scored gated rows before each kill"] = second_stage == size.faults
-        return _finish(env, bootstrap, t, stream, procs[-1:], result)
+        return _finish(env, bootstrap, t, stream, [final], result)
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -164,6 +164,22 @@ def _log_count(procs: list[ServiceProcess], needle: str) -> int:
     return sum(proc.log().count(needle) for proc in procs)
 
 
+def kill_and_restart(env: Env, config: Path, stream: InputStream, faults: int, rng: random.Random,
+                     ) -> tuple[list[tuple[dict[str, float], bool]], ServiceProcess]:
+    """``faults`` times: start an instance, wait until it scores, let it run 0 to 2 s, scrape it and
+    ``kill -9`` it; then start the final instance. Returns each kill's scrape with whether inputs
+    were still arriving then, and the final instance."""
+    kills: list[tuple[dict[str, float], bool]] = []
+    for _ in range(faults):
+        proc = env.service(config).start()
+        proc.wait_ready()
+        _wait_consuming(proc)
+        time.sleep(rng.uniform(0.0, 2.0))
+        kills.append((proc.scrape(), not stream.done))
+        proc.kill()
+    return kills, env.service(config).start()
+
+
 # -- 1. kill -9 ------------------------------------------------------------------------------------
 
 def kill9(env: Env, size: Size, delivery: str = "at_least_once") -> Result:
@@ -180,26 +196,16 @@ def kill9(env: Env, size: Size, delivery: str = "at_least_once") -> Result:
         config = write_config(env.workdir, bootstrap, t, delivery=delivery,
                               kafka={"transactional_id": f"faults-{t.group}"})
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed).start()
-        procs: list[ServiceProcess] = []
-        mid_stream = with_uncommitted = 0
-        for _ in range(size.faults):
-            proc = env.service(config).start()
-            procs.append(proc)
-            proc.wait_ready()
-            _wait_consuming(proc)
-            time.sleep(rng.uniform(0.0, 2.0))
-            uncommitted = proc.scrape().get("streamscore_uncommitted_events", 0.0)
-            mid_stream += int(not stream.done or uncommitted > 0)
-            with_uncommitted += int(uncommitted > 0)
-            proc.kill()
-        procs.append(env.service(config).start())
+        kills, final = kill_and_restart(env, config, stream, size.faults, rng)
+        mid_stream = sum(flowing or m.get("streamscore_uncommitted_events", 0.0) > 0 for m, flowing in kills)
+        with_uncommitted = sum(m.get("streamscore_uncommitted_events", 0.0) > 0 for m, _ in kills)
         title = "kill -9 and restart" + (" (exactly-once)" if delivery == "exactly_once" else "")
         exactly_once_on_kafka = delivery == "exactly_once" and isinstance(broker, KafkaBroker)
         result = Result(title, size.events, f"{size.faults} × kill -9", 0, 0,
                         0 if exactly_once_on_kafka else size.faults * PER_FAULT)
         result.checks["every kill hit unfinished work (inputs arriving or uncommitted)"] = mid_stream == size.faults
         result.notes["kills with uncommitted events"] = with_uncommitted
-        return _finish(env, bootstrap, t, stream, procs[-1:], result)
+        return _finish(env, bootstrap, t, stream, [final], result)
 
 
 # -- 2. broker frozen ------------------------------------------------------------------------------
