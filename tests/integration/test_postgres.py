@@ -89,8 +89,13 @@ def test_a_lost_connection_is_retried_without_loss(
     proc = service(config)
     wait_for(rows_at_least(postgres.dsn, table, 200), 90, "200 rows")
     postgres.restart()  # the server closes every connection; the service keeps consuming meanwhile
+    # Events produced after the restart must be written through a connection the restart closed,
+    # whether or not the first stream was all written before it.
+    after = InputStream(bootstrap, t.source, 500, seed=9).start()
     inputs.join()
+    after.join()
+    ids = inputs.ids | after.ids
     reader = output_reader(t)
-    rows = wait_all_answered(reader, postgres.dsn, table, inputs.ids, proc)
-    assert_exactly_once(rows, reader, inputs.ids)
+    rows = wait_all_answered(reader, postgres.dsn, table, ids, proc)
+    assert_exactly_once(rows, reader, ids)
     assert "write failed" in proc.log(), "the connection loss was seen and retried"
