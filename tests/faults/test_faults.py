@@ -26,6 +26,11 @@ CI_ON_ONE_BROKER = {
     "kill9-exactly-once": ("kafka", ("the embedded broker honours neither read_committed nor fencing: "
                                      "exactly-once is shown on Apache Kafka")),
     "slow-model": ("tansu", "a slow model is the service's own fault, the same on every broker"),
+    "kill9": ("kafka", ("on the embedded broker kill9-cascade and the integration suite's kill -9 test kill the "
+                        "service mid-stream")),
+    "rebalance-storm": ("kafka", ("rebalances are run by the broker's group coordinator: Apache Kafka's is the one "
+                                  "that matters")),
+    "broker-freeze": ("kafka", "a frozen broker's sessions and fencing are Apache Kafka's (the embedded one has none)"),
 }
 """CI time: scenarios that can run on both brokers but show something on one only (``python -m
 load.faults`` still runs them on either)."""
