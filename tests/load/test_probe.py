@@ -15,23 +15,9 @@ from streamscore.config import load_settings
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.runners.onnx import OnnxRunner
+from tests.unit.fakes import Message
 
 EVENT_MS = 1_700_000_000_000
-
-
-class Input:
-    """An input message as the scorer sees it: partition p, offset o, created at EVENT_MS + o."""
-
-    def __init__(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
-        self._p, self._o, self._k, self._v = partition, offset, key, value
-
-    def topic(self) -> str: return "in"
-    def partition(self) -> int: return self._p
-    def offset(self) -> int: return self._o
-    def key(self) -> bytes: return self._k
-    def value(self) -> bytes: return self._v
-    def headers(self) -> None: return None
-    def timestamp(self) -> tuple[int, int]: return (TIMESTAMP_CREATE_TIME, EVENT_MS + self._o)
 
 
 class Output:
@@ -45,10 +31,11 @@ class Output:
 
 
 @pytest.fixture(scope="module")
-def records() -> list[tuple[Input, bytes]]:
+def records() -> list[tuple[Message, bytes]]:
     """Real score records of the demo scorer, with the input each came from."""
     events = TransactionGenerator(seed=3).encoded(6)
-    inputs = [Input(i % 2, i // 2, k, v) for i, (k, v) in enumerate(events)]
+    inputs = [Message("in", i % 2, i // 2, v, key=k, timestamp=(TIMESTAMP_CREATE_TIME, EVENT_MS + i // 2))
+              for i, (k, v) in enumerate(events)]
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         settings = load_settings(Path(demo), env={})
         runner = OnnxRunner(settings.single_model, settings.feature_width)
@@ -58,7 +45,7 @@ def records() -> list[tuple[Input, bytes]]:
     return list(zip(inputs, scored.outputs, strict=True))
 
 
-def test_stages_read_the_source_and_times_of_a_score_record(records: list[tuple[Input, bytes]]) -> None:
+def test_stages_read_the_source_and_times_of_a_score_record(records: list[tuple[Message, bytes]]) -> None:
     stages = Stages()
     for _input, value in records:
         stages.add(Output(value, TIMESTAMP_LOG_APPEND_TIME, EVENT_MS + 50), now_ms=EVENT_MS + 60.5)
@@ -69,7 +56,7 @@ def test_stages_read_the_source_and_times_of_a_score_record(records: list[tuple[
     assert list(stages.appended) == [EVENT_MS + 50] * len(records)
 
 
-def test_an_output_created_by_its_producer_has_no_append_time(records: list[tuple[Input, bytes]]) -> None:
+def test_an_output_created_by_its_producer_has_no_append_time(records: list[tuple[Message, bytes]]) -> None:
     stages = Stages()
     stages.add(Output(records[0][1], TIMESTAMP_CREATE_TIME, EVENT_MS), now_ms=EVENT_MS + 1.0)
     assert list(stages.appended) == [-1]

@@ -17,24 +17,13 @@ from streamscore.config import load_settings
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.runners.onnx import OnnxRunner
-
-
-class Message:
-    def __init__(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
-        self._p, self._o, self._k, self._v = partition, offset, key, value
-
-    def topic(self) -> str: return "in"
-    def partition(self) -> int: return self._p
-    def offset(self) -> int: return self._o
-    def key(self) -> bytes: return self._k
-    def value(self) -> bytes: return self._v
-    def headers(self) -> None: return None
-    def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000 + self._o)
+from tests.unit.fakes import Message
 
 
 def test_peer_scorer_scores_and_dead_letters_like_streamscore() -> None:
     events = TransactionGenerator(seed=7, malformed_rate=0.05).encoded(3000)
-    messages = [Message(i % 4, i, k, v) for i, (k, v) in enumerate(events)]
+    messages = [Message("in", i % 4, i, v, key=k, timestamp=(1, 1_700_000_000_000 + i))
+                for i, (k, v) in enumerate(events)]
     with as_file(files("streamscore.demo") / "config.yaml") as demo:
         settings = load_settings(Path(demo), env={})
         runner = OnnxRunner(settings.single_model, settings.feature_width)

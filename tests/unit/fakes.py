@@ -30,16 +30,21 @@ EVENT = {"amount": 10.0, "merchant": {"category": "fuel", "country": "US"}, "car
 
 
 class Message:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
+    """An input message as the scorer and the pipeline see it (the part of confluent_kafka.Message
+    they use); the key defaults to ``"<partition>-<offset>"``."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None, key: bytes | None = None,
+                 timestamp: tuple[int, int] = (1, 1_700_000_000_000)) -> None:
+        self._t, self._p, self._o, self._v, self._ts = topic, partition, offset, value, timestamp
+        self._k = f"{partition}-{offset}".encode() if key is None else key
 
     def topic(self) -> str: return self._t
     def partition(self) -> int: return self._p
     def offset(self) -> int: return self._o
-    def key(self) -> bytes: return f"{self._p}-{self._o}".encode()
-    def value(self) -> bytes: return self._v
+    def key(self) -> bytes: return self._k
+    def value(self) -> bytes | None: return self._v
     def headers(self) -> None: return None
-    def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
+    def timestamp(self) -> tuple[int, int]: return self._ts
 
 
 class FakeSource:

@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from streamscore.breaker import Breaker
 from streamscore.config import BreakerSettings
 from streamscore.errors import ModelUnavailable
 from streamscore.pipeline import Pipeline
-from tests.unit.fakes import FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
+from tests.unit.fakes import EVENT, FakeSink, FakeSource, messages, pipeline, run_until_consumed, settings
 
 
 class FailingRunner:
@@ -106,7 +107,7 @@ def test_rows_that_make_the_model_raise_are_still_isolated() -> None:
             return np.zeros(matrix.shape[0], dtype=np.float32)
 
     msgs = messages(10)
-    msgs[4]._v = msgs[4]._v.replace(b'"amount":10.0', b'"amount":500.0')
+    msgs[4]._v = orjson.dumps({**EVENT, "amount": 500.0})
     source, sink = FakeSource(msgs), FakeSink()
     p = pipeline(source, sink, with_breaker(30, max_batch_size=10), runner=RaisesOnBigAmounts())  # type: ignore[arg-type]
     run_until_consumed(p, source, len(msgs))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from streamscore.core.features import MISSING, NotAnObject
 from streamscore.core.render import score_records
+from tests.unit.fakes import Message
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
@@ -18,19 +19,6 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=8,
 )
-
-
-class Message:
-    def __init__(self, topic: str, partition: int, offset: int, timestamp: tuple[int, int]) -> None:
-        self._t, self._p, self._o, self._ts = topic, partition, offset, timestamp
-
-    def topic(self) -> str: return self._t
-    def partition(self) -> int: return self._p
-    def offset(self) -> int: return self._o
-    def timestamp(self) -> tuple[int, int]: return self._ts
-    def key(self) -> None: return None
-    def value(self) -> None: return None
-    def headers(self) -> None: return None
 
 
 @given(
@@ -41,7 +29,7 @@ class Message:
 )
 def test_records_decode_to_the_fields_in_order(rows: list[tuple[Any, ...]], name: str, version: str) -> None:
     labels = ["approve", "review", "reject"]
-    messages = [Message(topic, p, o, (1, 1_700_000_000_000) if has_ts else (0, -1))
+    messages = [Message(topic, p, o, None, timestamp=(1, 1_700_000_000_000) if has_ts else (0, -1))
                 for _, _, _, topic, p, o, has_ts in rows]
     column = [value for value, *_ in rows]
     scores = np.array([score for _, score, *_ in rows], dtype=np.float32)

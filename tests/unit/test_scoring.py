@@ -20,29 +20,15 @@ from hypothesis import strategies as st
 
 from streamscore.config import Settings
 from streamscore.core.decode import decode
-from streamscore.core.records import Headers, Reason, Rejection, ScoredBatch, SourceMessage
+from streamscore.core.records import Reason, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec, predict_isolating
 from streamscore.runners.base import ModelRunner
+from tests.unit.fakes import Message
 
 MARK = 666.0
 """An amount the fake model cannot score: it raises for any batch holding it."""
 NAN_MARK = 777.0
 """An amount the fake model scores as NaN."""
-
-
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
-                 timestamp: tuple[int, int] = (1, 1_700_000_000_000)) -> None:
-        self._topic, self._partition, self._offset, self._value, self._timestamp = (
-            topic, partition, offset, value, timestamp)
-
-    def topic(self) -> str: return self._topic
-    def partition(self) -> int: return self._partition
-    def offset(self) -> int: return self._offset
-    def key(self) -> bytes: return f"{self._partition}-{self._offset}".encode()
-    def value(self) -> bytes | None: return self._value
-    def headers(self) -> Headers | None: return None
-    def timestamp(self) -> tuple[int, int]: return self._timestamp
 
 
 class FakeRunner:
@@ -107,12 +93,12 @@ def scorer(runner: FakeRunner) -> Scorer:
 
 
 @pytest.fixture
-def make_messages() -> Callable[..., list[FakeMessage]]:
+def make_messages() -> Callable[..., list[Message]]:
     """Messages at consecutive offsets of one partition from event dicts or raw values."""
 
     def make(*values: dict[str, Any] | bytes | None, topic: str = "in", partition: int = 0, first: int = 0
-             ) -> list[FakeMessage]:
-        return [FakeMessage(topic, partition, first + i, orjson.dumps(v) if isinstance(v, dict) else v)
+             ) -> list[Message]:
+        return [Message(topic, partition, first + i, orjson.dumps(v) if isinstance(v, dict) else v)
                 for i, v in enumerate(values)]
 
     return make
@@ -198,7 +184,7 @@ def test_the_deepest_allowed_event_renders_its_copied_fields(runner: FakeRunner)
     scorer = Scorer(ScoringSpec.from_settings(make_settings(batching=limits, output={"copy_fields": ["meta"]})), runner)
     head = orjson.dumps(event())[:-1] + b', "meta": '
     deep, too_deep = head + nested(253) + b"}", head + nested(254) + b"}"  # orjson cannot write these
-    result = scorer.score([FakeMessage("in", 0, 0, deep), FakeMessage("in", 0, 1, too_deep)])
+    result = scorer.score([Message("in", 0, 0, deep), Message("in", 0, 1, too_deep)])
     assert result.scored == [0] and orjson.loads(result.outputs[0])["meta"] == orjson.loads(nested(253))
     assert [(r.index, r.reason) for r in result.rejections] == [(1, "too_deep")]
 
@@ -252,7 +238,7 @@ FIELD_VALUES = JSON_VALUES | st.sampled_from([float("nan"), float("inf"), 1e39, 
 @given(st.lists(st.dictionaries(st.sampled_from(["transaction_id", "amount", "merchant", "card", "hour", "meta"]),
                                 FIELD_VALUES, max_size=6), max_size=20))
 def test_any_json_object_is_scored_or_rejected_and_outputs_are_json(objects: list[dict[str, Any]]) -> None:
-    msgs = [FakeMessage("in", 0, i, as_json(o)) for i, o in enumerate(objects)]
+    msgs = [Message("in", 0, i, as_json(o)) for i, o in enumerate(objects)]
     spec = ScoringSpec.from_settings(make_settings(batching={"max_message_bytes": 10_000, "max_json_depth": 4}))
     result = Scorer(spec, FakeRunner()).score(msgs)
     fates = outcome(result, len(msgs))
@@ -312,7 +298,7 @@ def outcome(result: ScoredBatch, n: int) -> dict[int, str]:
 
 
 def test_every_message_is_scored_or_rejected_exactly_once(
-    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[FakeMessage]]
+    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[Message]]
 ) -> None:
     msgs = make_messages(
         event(transaction_id="t0", amount=100.0),
@@ -350,14 +336,14 @@ def test_every_message_is_scored_or_rejected_exactly_once(
     assert all(n <= 12 for n in runner.calls), "only decodable, well-formed rows reach the model"
 
 
-def test_output_records(scorer: Scorer, make_messages: Callable[..., list[FakeMessage]]) -> None:
+def test_output_records(scorer: Scorer, make_messages: Callable[..., list[Message]]) -> None:
     msgs = make_messages(
         event(transaction_id="a", amount=500.0, meta={"origin": "web"}),
         event(transaction_id=None, amount=10.0, card={"present": False}, meta=5),
         {k: v for k, v in event(amount=950.0).items() if k != "transaction_id"},
         topic="payments", partition=3, first=41,
     )
-    msgs[1]._timestamp = (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+    msgs[1]._ts = (0, -1)  # TIMESTAMP_NOT_AVAILABLE
     before = int(time.time() * 1000)
     result = scorer.score(msgs)
     after = int(time.time() * 1000)
@@ -377,7 +363,7 @@ def test_output_records(scorer: Scorer, make_messages: Callable[..., list[FakeMe
 
 
 def test_a_batch_with_nothing_valid_never_calls_the_model(
-    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[FakeMessage]]
+    scorer: Scorer, runner: FakeRunner, make_messages: Callable[..., list[Message]]
 ) -> None:
     result = scorer.score(make_messages(None, b"[]", event(amount=True)))
     assert result.scored == [] and result.outputs == [] and runner.calls == []
@@ -391,7 +377,7 @@ def test_an_empty_batch(scorer: Scorer, runner: FakeRunner) -> None:
 
 
 def test_a_model_failure_on_the_whole_batch_rejects_only_the_bad_rows(
-    scorer: Scorer, make_messages: Callable[..., list[FakeMessage]]
+    scorer: Scorer, make_messages: Callable[..., list[Message]]
 ) -> None:
     amounts = [MARK if i % 5 == 2 else float(i) for i in range(40)]
     result = scorer.score(make_messages(*(event(amount=a) for a in amounts)))
@@ -433,7 +419,7 @@ def test_random_batches_give_each_position_exactly_one_result(batch: list[tuple[
     msgs: list[SourceMessage] = []
     for i, (kind, (topic, partition)) in enumerate(batch):
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
-        msgs.append(FakeMessage(topic, partition, offset, message_value(kind, i)))
+        msgs.append(Message(topic, partition, offset, message_value(kind, i)))
     result = Scorer(ScoringSpec.from_settings(make_settings()), FakeRunner()).score(msgs)
     fates = outcome(result, len(msgs))
     assert fates == {i: EXPECTED_FATE[kind] for i, (kind, _) in enumerate(batch)}
@@ -447,7 +433,7 @@ def test_random_batches_give_each_position_exactly_one_result(batch: list[tuple[
 
 
 def test_a_failing_batch_is_not_scored_whole_twice(scorer: Scorer, runner: FakeRunner,
-                                                    make_messages: Callable[..., list[FakeMessage]]) -> None:
+                                                    make_messages: Callable[..., list[Message]]) -> None:
     """After the whole batch raised once (and the probe row passed), bisection starts at the halves."""
     result = scorer.score(make_messages(event(amount=1.0), event(amount=MARK), event(amount=3.0), event(amount=4.0)))
     assert [r.index for r in result.rejections] == [1]
