@@ -23,7 +23,7 @@ def child(events: int, observed: int, batch: int) -> None:
     """Score ``events`` events, then feed ``observed`` of them to the drift monitor."""
     from importlib.resources import files
 
-    from load.pipeline_throughput import _Message
+    from load.pipeline_throughput import BenchMessage
     from streamscore.config import load_settings
     from streamscore.core.scorer import Scorer, ScoringSpec
     from streamscore.demo.transactions import TransactionGenerator
@@ -38,7 +38,7 @@ def child(events: int, observed: int, batch: int) -> None:
     monitor = build_drift_monitor(settings)
     assert monitor is not None, "the demo model has a profile (streamscore/demo/fraud_model.profile.json)"
     values = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
-    messages = [_Message(v, i) for i, v in enumerate(values)]
+    messages = [BenchMessage(v, i) for i, v in enumerate(values)]
     results = [scorer.score(messages[start:start + batch]) for start in range(0, events, batch)]
     fed = 0
     while fed < observed:

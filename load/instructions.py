@@ -39,7 +39,7 @@ def child(events: int, score: int, batch: int, scope: str) -> None:
         return
     from importlib.resources import files
 
-    from load.pipeline_throughput import _Message
+    from load.pipeline_throughput import BenchMessage
     from streamscore.config import load_settings
     from streamscore.core.scorer import Scorer, ScoringSpec
     from streamscore.demo.transactions import TransactionGenerator
@@ -51,7 +51,7 @@ def child(events: int, score: int, batch: int, scope: str) -> None:
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     values = [v for _, v in TransactionGenerator(seed=7, malformed_rate=0.002).encoded(events)]
-    messages = [_Message(v, i) for i, v in enumerate(values)]
+    messages = [BenchMessage(v, i) for i, v in enumerate(values)]
     for start in range(0, score, batch):
         scorer.score(messages[start:start + batch])
 

@@ -12,10 +12,11 @@ stage on the gated share. The broker's share is measured by ``streamscore demo -
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from load.pipeline_throughput import BenchMessage
+from load.stage_costs import best_of
 from streamscore.config import Settings, load_settings
 from streamscore.core.decode import decode
 from streamscore.core.graph import ModelGraph
@@ -29,32 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "streamscore" / "demo" / "config.yaml", *sorted((ROOT / "examples").glob("*.yaml"))]
 
 
-class _Message:
-    """A consumed event stand-in, with its key (the canary splits by key)."""
-
-    __slots__ = ("_key", "_offset", "_value")
-
-    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
-        self._key, self._value, self._offset = key, value, offset
-
-    def topic(self) -> str: return "bench"
-    def partition(self) -> int: return 0
-    def offset(self) -> int: return self._offset
-    def key(self) -> bytes: return self._key
-    def value(self) -> bytes: return self._value
-    def headers(self) -> None: return None
-    def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
-
-
-def best_of(repeat: int, run: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def scorer_for(settings: Settings, metrics: Metrics) -> Scorer:
     runner = build_runner(settings, Plugins.default(), metrics)
     runner.load()
@@ -63,7 +38,7 @@ def scorer_for(settings: Settings, metrics: Metrics) -> Scorer:
     return Scorer(ScoringSpec.from_settings(settings), runner, challengers)
 
 
-def cascade_split(scorer: Scorer, batches: Sequence[Sequence[_Message]], repeat: int) -> str:
+def cascade_split(scorer: Scorer, batches: Sequence[Sequence[BenchMessage]], repeat: int) -> str:
     """The cascade's first model on every row, its second on the gated rows only, and on all rows."""
     graph = scorer.runner
     assert isinstance(graph, ModelGraph)
@@ -94,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     pairs = TransactionGenerator(seed=5, malformed_rate=0.002).encoded(args.events)
-    messages = [_Message(k, v, i) for i, (k, v) in enumerate(pairs)]
+    messages = [BenchMessage(v, i, key=k) for i, (k, v) in enumerate(pairs)]
     batches = [messages[i:i + args.batch] for i in range(0, len(messages), args.batch)]
     print(f"{args.events:,} events in batches of {args.batch}, best of {args.repeat}; scoring core only (no broker)")
     print("| configuration | events/s | us/event | rows per model (one pass) |")

@@ -36,18 +36,18 @@ from streamscore.service import Service
 PARTITIONS = 4
 
 
-class _Message:
+class BenchMessage:
     """A stand-in message for timing the scoring core without a broker."""
 
-    __slots__ = ("_offset", "_value")
+    __slots__ = ("_key", "_offset", "_value")
 
-    def __init__(self, value: bytes, offset: int) -> None:
-        self._value, self._offset = value, offset
+    def __init__(self, value: bytes, offset: int, key: bytes | None = None) -> None:
+        self._value, self._offset, self._key = value, offset, key
 
     def topic(self) -> str: return "bench"
     def partition(self) -> int: return 0
     def offset(self) -> int: return self._offset
-    def key(self) -> None: return None
+    def key(self) -> bytes | None: return self._key
     def value(self) -> bytes: return self._value
     def headers(self) -> None: return None
     def timestamp(self) -> tuple[int, int]: return (1, 1_700_000_000_000)
@@ -72,7 +72,7 @@ def core_only(settings: Settings, values: list[bytes]) -> float:
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     size = settings.batching.max_batch_size
-    messages = [_Message(v, i) for i, v in enumerate(values)]
+    messages = [BenchMessage(v, i) for i, v in enumerate(values)]
     started = time.perf_counter()
     for start in range(0, len(messages), size):
         scorer.score(messages[start:start + size])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from load.pipeline_throughput import _Message, settings_for
+from load.pipeline_throughput import BenchMessage, settings_for
 from streamscore.core.decode import decode
 from streamscore.core.features import gather
 from streamscore.core.render import score_records
@@ -53,7 +53,7 @@ def main() -> None:
     runner.load()
     scorer = Scorer(ScoringSpec.from_settings(settings), runner)
     values = [v for _, v in TransactionGenerator(seed=5, malformed_rate=0.002).encoded(args.events)]
-    messages = [_Message(v, i) for i, v in enumerate(values)]
+    messages = [BenchMessage(v, i) for i, v in enumerate(values)]
     batches = [messages[i:i + args.batch] for i in range(0, len(messages), args.batch)]
     raw = [[m.value() for m in b] for b in batches]
     decoded = [[e for e in decode(r, settings.batching.max_message_bytes)[0] if e is not None] for r in raw]

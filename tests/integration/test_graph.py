@@ -42,15 +42,20 @@ def linear_model(path: Path) -> Path:
     return path
 
 
+def fraud_and_linear(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """The ``models`` section: the demo model as ``fraud`` (v-demo) and ``linear_model`` (v-lin)."""
+    with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
+        fraud = {"path": str(demo), "version": "v-demo", "provider": "cpu", "score_output": "probabilities"}
+    return {"fraud": fraud,
+            "linear": {"path": str(linear_model(tmp_path / "linear.onnx")), "version": "v-lin", "provider": "cpu"}}
+
+
 def test_an_ensemble_scores_every_event_once_with_both_model_versions(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
     service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], tmp_path: Path,
 ) -> None:
-    with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
-        fraud = {"path": str(demo), "version": "v-demo", "provider": "cpu", "score_output": "probabilities"}
-    linear = {"path": str(linear_model(tmp_path / "linear.onnx")), "version": "v-lin", "provider": "cpu"}
     t = topics()
-    config = write_config(t, model=None, models={"fraud": fraud, "linear": linear},
+    config = write_config(t, model=None, models=fraud_and_linear(tmp_path),
                           graph={"type": "ensemble", "members": ["fraud", "linear"], "combine": "mean"})
     inputs = valid_events(2_000)
     outputs = score_all(bootstrap, t, config, service, output_reader, inputs)
@@ -82,11 +87,8 @@ def test_segment_routing_scores_each_event_with_its_segments_model(
     bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
     service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader], tmp_path: Path,
 ) -> None:
-    with as_file(files("streamscore.demo") / "fraud_model.onnx") as demo:
-        fraud = {"path": str(demo), "version": "v-demo", "provider": "cpu", "score_output": "probabilities"}
-    linear = {"path": str(linear_model(tmp_path / "linear.onnx")), "version": "v-lin", "provider": "cpu"}
     t = topics()
-    config = write_config(t, model=None, models={"fraud": fraud, "linear": linear},
+    config = write_config(t, model=None, models=fraud_and_linear(tmp_path),
                           graph={"type": "segments", "field": "merchant.country",
                                  "routes": {"US": "fraud", "GB": "linear"}, "max_loaded": 1})
     inputs = valid_events(600)

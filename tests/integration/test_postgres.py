@@ -59,14 +59,20 @@ def assert_exactly_once(rows: list[bytes], reader: OutputReader, ids: frozenset[
     assert len(rows) > len(ids) // 2, "most inputs are valid and scored"
 
 
+def stream_to_table(postgres: PostgresServer, topics: Callable[..., Topics], write_config: Callable[..., Path],
+                    bootstrap: str, seed: int) -> tuple[Topics, str, Path, InputStream]:
+    """Fresh topics, a fresh table and its configuration, and 2,000 inputs streaming in at 1,000/s."""
+    t = topics(2)
+    table = f"scores_{uuid.uuid4().hex[:8]}"
+    config = postgres_config(write_config, t, postgres.dsn, table)
+    return t, table, config, InputStream(bootstrap, t.source, 2000, rate=1000, seed=seed).start()
+
+
 def test_kill9_restarts_leave_each_input_once_in_the_table(
         postgres: PostgresServer, topics: Callable[..., Topics], write_config: Callable[..., Path],
         service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
         bootstrap: str) -> None:
-    t = topics(2)
-    table = f"scores_{uuid.uuid4().hex[:8]}"
-    config = postgres_config(write_config, t, postgres.dsn, table)
-    inputs = InputStream(bootstrap, t.source, 2000, rate=1000, seed=7).start()
+    t, table, config, inputs = stream_to_table(postgres, topics, write_config, bootstrap, seed=7)
     for at_least in (200, 800):
         proc = service(config)
         wait_for(rows_at_least(postgres.dsn, table, at_least), 90, f"{at_least} rows")
@@ -82,10 +88,7 @@ def test_a_lost_connection_is_retried_without_loss(
         postgres: PostgresServer, topics: Callable[..., Topics], write_config: Callable[..., Path],
         service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
         bootstrap: str) -> None:
-    t = topics(2)
-    table = f"scores_{uuid.uuid4().hex[:8]}"
-    config = postgres_config(write_config, t, postgres.dsn, table)
-    inputs = InputStream(bootstrap, t.source, 2000, rate=1000, seed=8).start()
+    t, table, config, inputs = stream_to_table(postgres, topics, write_config, bootstrap, seed=8)
     proc = service(config)
     wait_for(rows_at_least(postgres.dsn, table, 200), 90, "200 rows")
     postgres.restart()  # the server closes every connection; the service keeps consuming meanwhile
