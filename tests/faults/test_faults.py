@@ -20,7 +20,7 @@ from load.faults.scenarios import Env, Result, _finish
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 OWN_BROKER = {"broker-freeze", "unwritable-destination", "broker-kill9", "destination-deleted", "oversize-output",
-              "oversize-output-exactly-once"}
+              "oversize-output-faust", "oversize-output-exactly-once"}
 """Scenarios that need a broker they control, whatever STREAMSCORE_TEST_BOOTSTRAP says."""
 CI_ON_ONE_BROKER = {
     "kill9-exactly-once": ("kafka", ("the embedded broker honours neither read_committed nor fencing: "
