@@ -10,7 +10,7 @@ within the at-least-once bound.
 - ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``; its input
   must be dead-lettered (``output_too_large``) with no exit, on either engine (``oversize-output-faust``
   runs it under ``engine: faust``); ``oversize_output_exactly_once``: the same under ``delivery:
-  exactly_once``, where it must stop with one line instead.
+  exactly_once``, where it must stop with one line instead (``-faust``: under ``engine: faust``).
 
 The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
 Apache Kafka as it does on Tansu.
@@ -292,7 +292,7 @@ def oversize_output(env: Env, size: Size, engine: str = "confluent-kafka") -> Re
         return result
 
 
-def oversize_output_exactly_once(env: Env, size: Size) -> Result:
+def oversize_output_exactly_once(env: Env, size: Size, engine: str = "confluent-kafka") -> Result:
     """``oversize_output`` under ``delivery: exactly_once``. The broker's refusal fails the open
     transaction, and the redone transaction renders the record anew, so the event is not
     dead-lettered there: the service must stop with one line naming the topic and exactly_once,
@@ -302,9 +302,10 @@ def oversize_output_exactly_once(env: Env, size: Size) -> Result:
         assert isinstance(broker, KafkaBroker)
         t = make_topics(bootstrap)
         _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
+        overrides = _engine(env, engine)  # the Faust engine names its transactional ids itself
+        overrides.setdefault("kafka", {"transactional_id": f"faults-{t.group}"})
         config = write_config(env.workdir, bootstrap, t, delivery="exactly_once",
-                              kafka={"transactional_id": f"faults-{t.group}"},
-                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]}, **overrides)
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
         _plant_large_field(stream, random.Random(env.seed))
         proc = env.service(config).start()
@@ -379,5 +380,7 @@ SCENARIOS: dict[str, Scenario] = {
                                       Size(20_000, 1, 1_000), brokers=("kafka",)),
     "oversize-output-exactly-once": Scenario(oversize_output_exactly_once, Size(2_000, 1, 1_000),
                                              Size(100_000, 1, 5_000), brokers=("kafka",)),
+    "oversize-output-exactly-once-faust": Scenario(functools.partial(oversize_output_exactly_once, engine="faust"),
+                                                   Size(2_000, 1, 1_000), Size(20_000, 1, 1_000), brokers=("kafka",)),
 }
 """Apache Kafka only: name -> scenario with its CI and full sizes."""
