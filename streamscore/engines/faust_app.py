@@ -2,8 +2,8 @@
 
 One agent on the source topics takes events in count/time windows (``Stream.take_events``: up to
 ``batching.max_batch_size`` events, or what arrived within ``batching.max_wait_ms``), scores each
-window with one ``Scorer.score`` call, and writes the score records and dead letters through Faust
-topics. Stateful features are kept in a Faust table (changelog-backed; RocksDB or memory).
+window with one ``Scorer.score`` call, and writes the score records and dead letters through Faust's
+producer. Stateful features are kept in a Faust table (changelog-backed; RocksDB or memory).
 
 Delivery (at least once): a window's events are acknowledged to Faust only once every output, every
 dead letter and every changelog write of the window is acknowledged by the broker; Faust commits
