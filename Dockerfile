@@ -35,7 +35,8 @@ COPY streamscore/demo/fraud_model.onnx /opt/streamscore/models/fraud_model.onnx
 
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 9100
+# metrics.port (/metrics, /healthz, /readyz); serve.port (REST: `serve`, `run --serve`)
+EXPOSE 9100 8080
 
 # Liveness of the scoring loop (metrics.port must stay 9100 for this check). /healthz answers
 # once the model is loaded and the topics are checked, hence the start period.

@@ -58,6 +58,10 @@ class OutputTooLarge(DeliveryError):
         self.value = value
         self.alone = alone
 
+    def detail(self) -> str:
+        """The dead letter's ``streamscore.detail``: the topic and the record's size, on either engine."""
+        return f"its output to {self.where} is {len(self.value or b'')} bytes, more than the topic accepts ({self.why})"
+
 
 class TransactionAborted(BrokerError):
     """A transactional call failed in a way Kafka lets the producer recover from by aborting.

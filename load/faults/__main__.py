@@ -8,7 +8,7 @@
 Against a fresh broker per scenario, Tansu (embedded) unless ``--broker kafka`` (default:
 ``STREAMSCORE_TEST_BROKER``); the freeze and unwritable-destination scenarios always start their
 own, ``--bootstrap-servers`` runs the others on an external cluster. The broker-crash scenarios
-(``broker-kill9``, ``destination-deleted``, ``oversize-output[-exactly-once]``) run on Apache Kafka only, on a
+(``broker-kill9``, ``destination-deleted``, ``oversize-output[-exactly-once][-faust]``) run on Apache Kafka only, on a
 broker of their own; on Tansu they are skipped.
 Exits 1 when any scenario breaks an invariant (lost events, duplicates past the bound, ...).
 """

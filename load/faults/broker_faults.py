@@ -8,8 +8,9 @@ within the at-least-once bound.
 - ``destination_deleted``: the score topic is deleted mid-stream; the service must stop with one
   line naming the topic and commit nothing past its last acknowledged output.
 - ``oversize_output``: one output is larger than the score topic's ``max.message.bytes``; its input
-  must be dead-lettered (``output_too_large``) with no exit; ``oversize_output_exactly_once``: the
-  same under ``delivery: exactly_once``, where it must stop with one line instead.
+  must be dead-lettered (``output_too_large``) with no exit, on either engine (``oversize-output-faust``
+  runs it under ``engine: faust``); ``oversize_output_exactly_once``: the same under ``delivery:
+  exactly_once``, where it must stop with one line instead (``-faust``: under ``engine: faust``).
 
 The broker SIGSTOP longer than the session timeout is ``scenarios.broker_freeze``, which runs on
 Apache Kafka as it does on Tansu.
@@ -18,11 +19,14 @@ Apache Kafka as it does on Tansu.
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import re
 import signal
 import time
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from confluent_kafka import KafkaException
@@ -241,19 +245,19 @@ MEMO_BYTES = 450_000
 as an input, over ``TOPIC_LIMIT`` as an output even after lz4."""
 
 
-def oversize_output(env: Env, size: Size) -> Result:
+def oversize_output(env: Env, size: Size, engine: str = "confluent-kafka") -> Result:
     """One event carries a large field that ``output.copy_fields`` copies into its score record,
     over the score topic's ``max.message.bytes``. It must be dead-lettered (``output_too_large``,
     the detail naming the topic and the size) while the service runs on: no exit, no restart, every
     other event scored. (Before the fix the service exited 1 here, and every restart again at the
-    same event: a poison pill.) Should it exit anyway, the scenario raises the topic's limit and
-    restarts it, so that the accounting still runs."""
+    same event: a poison pill; so did the Faust engine.) Should it exit anyway, the scenario raises
+    the topic's limit and restarts it, so that the accounting still runs."""
     with env.broker(own=True) as (bootstrap, broker):
         assert isinstance(broker, KafkaBroker)
         t = make_topics(bootstrap)
         _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
         config = write_config(env.workdir, bootstrap, t, output={
-            "copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+            "copy_fields": ["transaction_id", "card.id", "amount", "memo"]}, **_engine(env, engine))
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
         poison = _plant_large_field(stream, random.Random(env.seed))
         proc = env.service(config).start()
@@ -268,7 +272,7 @@ def oversize_output(env: Env, size: Size) -> Result:
         counted = proc.scrape().get('streamscore_events_dead_lettered_total{reason="output_too_large"}', 0.0)
         headers = found.headers if found is not None else {}
         detail = headers.get("streamscore.detail", b"").decode()
-        result = Result("output over max.message.bytes", size.events,
+        result = Result("output over max.message.bytes" + (", engine faust" if engine == "faust" else ""), size.events,
                         f"1 output of ~{MEMO_BYTES * 4 // 3 // 1000} kB, topic limit {TOPIC_LIMIT // 1024} KiB",
                         0, 0, PER_FAULT * len(codes))
         result.checks["dead-lettered as output_too_large"] = (
@@ -288,7 +292,7 @@ def oversize_output(env: Env, size: Size) -> Result:
         return result
 
 
-def oversize_output_exactly_once(env: Env, size: Size) -> Result:
+def oversize_output_exactly_once(env: Env, size: Size, engine: str = "confluent-kafka") -> Result:
     """``oversize_output`` under ``delivery: exactly_once``. The broker's refusal fails the open
     transaction, and the redone transaction renders the record anew, so the event is not
     dead-lettered there: the service must stop with one line naming the topic and exactly_once,
@@ -298,9 +302,10 @@ def oversize_output_exactly_once(env: Env, size: Size) -> Result:
         assert isinstance(broker, KafkaBroker)
         t = make_topics(bootstrap)
         _set_topic_config(bootstrap, t.destination, "max.message.bytes", str(TOPIC_LIMIT))
+        overrides = _engine(env, engine)  # the Faust engine names its transactional ids itself
+        overrides.setdefault("kafka", {"transactional_id": f"faults-{t.group}"})
         config = write_config(env.workdir, bootstrap, t, delivery="exactly_once",
-                              kafka={"transactional_id": f"faults-{t.group}"},
-                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]})
+                              output={"copy_fields": ["transaction_id", "card.id", "amount", "memo"]}, **overrides)
         stream = InputStream(bootstrap, t.source, size.events, size.rate, env.seed)
         _plant_large_field(stream, random.Random(env.seed))
         proc = env.service(config).start()
@@ -321,6 +326,15 @@ def oversize_output_exactly_once(env: Env, size: Size) -> Result:
         result.checks["no commit past an unwritten event"] = not commits_past_outputs(positions, outputs)
         result.notes.update(exit_code=code, error=error)
         return _finish(env, bootstrap, t, stream, [final], result)
+
+
+def _engine(env: Env, engine: str) -> dict[str, Any]:
+    """Config overrides for ``engine``: for ``faust`` a data directory of the run's, the memory table
+    store and a short fetch wait, as the integration tests' ``engine_config``."""
+    if engine == "confluent-kafka":
+        return {}
+    return {"engine": engine, "kafka": {"consumer": {"fetch.wait.max.ms": 10}},
+            "faust": {"data_dir": str(env.workdir / f"faust-{uuid.uuid4().hex[:6]}"), "store": "memory"}}
 
 
 RESENT = re.compile(r"(\d+) records refused in a batch for size were sent again alone")
@@ -362,7 +376,11 @@ SCENARIOS: dict[str, Scenario] = {
                                     brokers=("kafka",)),
     "oversize-output": Scenario(oversize_output, Size(4_000, 1, 1_000), Size(100_000, 1, 5_000),
                                 brokers=("kafka",)),
+    "oversize-output-faust": Scenario(functools.partial(oversize_output, engine="faust"), Size(1_000, 1, 500),
+                                      Size(20_000, 1, 1_000), brokers=("kafka",)),
     "oversize-output-exactly-once": Scenario(oversize_output_exactly_once, Size(2_000, 1, 1_000),
                                              Size(100_000, 1, 5_000), brokers=("kafka",)),
+    "oversize-output-exactly-once-faust": Scenario(functools.partial(oversize_output_exactly_once, engine="faust"),
+                                                   Size(2_000, 1, 1_000), Size(20_000, 1, 1_000), brokers=("kafka",)),
 }
 """Apache Kafka only: name -> scenario with its CI and full sizes."""

@@ -180,9 +180,8 @@ class Committer(ABC):
         size = len(error.value or b"")
         log.warning("an output to %s (%d bytes) was refused as too large: dead-lettering %s[%s]@%s",
                     error.where, size, msg.topic(), msg.partition(), msg.offset())
-        detail = f"its output to {error.where} is {size} bytes, more than the topic accepts ({error.why})"
         # truncated like an oversize input: the dead-letter topic would likely refuse it whole too
-        return dead_letter(msg, Rejection(index, Reason.OUTPUT_TOO_LARGE, detail), self.source.headers(msg),
+        return dead_letter(msg, Rejection(index, Reason.OUTPUT_TOO_LARGE, error.detail()), self.source.headers(msg),
                            DEAD_LETTER_SAMPLE_BYTES, int(time.time() * 1000))
 
     # -- what each mode does its own way ------------------------------------------------------

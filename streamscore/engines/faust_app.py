@@ -2,14 +2,15 @@
 
 One agent on the source topics takes events in count/time windows (``Stream.take_events``: up to
 ``batching.max_batch_size`` events, or what arrived within ``batching.max_wait_ms``), scores each
-window with one ``Scorer.score`` call, and writes the score records and dead letters through Faust
-topics. Stateful features are kept in a Faust table (changelog-backed; RocksDB or memory).
+window with one ``Scorer.score`` call, and writes the score records and dead letters through Faust's
+producer. Stateful features are kept in a Faust table (changelog-backed; RocksDB or memory).
 
 Delivery (at least once): a window's events are acknowledged to Faust only once every output, every
 dead letter and every changelog write of the window is acknowledged by the broker; Faust commits
 acknowledged offsets only (every ``batching.commit_interval_ms``). ``take_events`` acknowledges a
 window in a ``finally`` clause, even one whose processing raised, so any failure inside a window
-ends the process at once (exit 1), before Faust could commit it.
+ends the process at once (exit 1), before Faust could commit it. Not an output refused for its size
+alone (``faust_oversize``): its input is dead-lettered (``output_too_large``) within the window.
 
 Exactly once (``delivery: exactly_once``): Faust's ``processing_guarantee: exactly_once``, with one
 Kafka transaction per source partition (Faust's transactional producers, ``<group_id>-<topic
@@ -37,13 +38,15 @@ from faust.types import TP
 
 from streamscore.config import Settings
 from streamscore.core.model import ModelRunner
-from streamscore.core.records import Headers, ScoredBatch
+from streamscore.core.records import Headers, Reason, Rejection, ScoredBatch
+from streamscore.core.render import DEAD_LETTER_SAMPLE_BYTES, dead_letter
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.core.velocity import VelocityFeatures
+from streamscore.engines.faust_oversize import Output, Oversize, refused_before_sending, send_alone
 from streamscore.engines.faust_state import FaustMessage, TableStore, store_url
 from streamscore.engines.faust_worker import App, Worker, quiet_faust_logs
 from streamscore.engines.kafka_admin import check_broker, partition_counts
-from streamscore.errors import BrokerError, ConfigError, ModelUnavailable
+from streamscore.errors import BrokerError, ConfigError, ModelUnavailable, OutputTooLarge
 from streamscore.metrics import Metrics, Totals
 from streamscore.server import Health
 
@@ -184,6 +187,7 @@ class ScoringAgent:
         """Per source partition, where the group would resume: the last committed position, or the first
         offset consumed since assignment (the base of the lag metric, as the confluent-kafka engine's)."""
         self.exactly_once = settings.delivery == "exactly_once"
+        self.oversize = Oversize(lambda output: send_alone(app, output), self.exactly_once)
         kafka = settings.kafka
         self.source = app.topic(*kafka.source_topics, key_type=bytes, value_type=bytes)
         self.outputs = [app.topic(name, key_type=bytes, value_type=bytes)
@@ -222,10 +226,18 @@ class ScoringAgent:
         self.uncommitted += len(messages)
         self.metrics.uncommitted.set(self.uncommitted)
         result = await self._score(messages)
-        pending = []
+        outputs: list[Output] = []
+        sent = []
         for row, record in zip(result.scored, result.outputs, strict=True):
             msg = messages[row]
-            pending.extend([await self._send(msg, topic, msg.key(), record) for topic in self.outputs])
+            for topic in self.outputs:
+                output = Output(int(row), topic.get_topic_name(), msg.key(), record)
+                outputs.append(output)
+                try:
+                    sent.append(await self._send(msg, topic, output.key, record))
+                except Exception as exc:  # noqa: BLE001 - refused_before_sending raises all but a size refusal
+                    sent.append(refused_before_sending(output, exc))
+        pending = []
         for rejection in result.rejections:
             msg = messages[rejection.index]
             letter = self.scorer.dead_letter(msg, rejection, msg.headers() or [])
@@ -233,26 +245,58 @@ class ScoringAgent:
                                             _headers(letter.headers)))
         if self.store is not None:
             pending.extend(self.store.take_pending())
-        self.metrics.in_flight.set(len(pending))
+        self.metrics.in_flight.set(len(pending) + len(sent))
+        acks = await asyncio.gather(*sent, return_exceptions=True)
         await asyncio.gather(*pending)  # a refused record raises: the process exits, nothing committed
+        refused = await self.oversize.refused(outputs, acks)  # raises on any other refusal, as above
+        if refused:
+            await self._dead_letter_refused(messages, refused)
         self.metrics.in_flight.set(0)
         self._count(messages, result)
+        self._move_refused(len(refused))
         for event in events:
             await stream.ack(event)
         self.acked += len(events)
         for msg in messages:  # events of a partition arrive in offset order
             self.acked_to[(msg.message.topic, msg.message.partition)] = msg.message.offset + 1
 
+    async def _dead_letter_refused(self, messages: Sequence[FaustMessage], refused: dict[int, OutputTooLarge]) -> None:
+        """Each input whose output was refused for its size alone, dead-lettered (``output_too_large``),
+        its value cut to 1 KiB like an oversize input's (the dead-letter topic would refuse it whole too);
+        acknowledged before the window is."""
+        pending = []
+        now_ms = int(time.time() * 1000)
+        for row, error in sorted(refused.items()):
+            msg = messages[row]
+            log.warning("an output to %s (%d bytes) was refused as too large: dead-lettering %s[%s]@%s",
+                        error.where, len(error.value or b""), msg.topic(), msg.partition(), msg.offset())
+            letter = dead_letter(msg, Rejection(row, Reason.OUTPUT_TOO_LARGE, error.detail()), msg.headers() or [],
+                                 DEAD_LETTER_SAMPLE_BYTES, now_ms)
+            pending.append(await self._send(msg, self.dead_letters, letter.key, letter.value,
+                                            _headers(letter.headers)))
+        await asyncio.gather(*pending)
+
+    def _move_refused(self, count: int) -> None:
+        """Inputs dead-lettered for an output too large: counted scored with their window, the totals
+        move them (consumed = scored + dead-lettered); the metrics' counters cannot, so there they
+        count as scored and dead-lettered, as under the confluent-kafka engine."""
+        if count:
+            self.metrics.dead_lettered.labels(str(Reason.OUTPUT_TOO_LARGE)).inc(count)
+            self.engine.totals.scored -= count
+            self.engine.totals.dead_lettered += count
+
     async def _send(self, msg: FaustMessage, topic: faust.types.TopicT, key: bytes | None, value: bytes | None,
                     headers: list[tuple[str, bytes]] | None = None) -> Any:
-        """Send one record; the future of its acknowledgement. Exactly-once: in the transaction of the
-        event's source partition, which commits that partition's offsets (Faust's own routing picks the
-        transaction of the partition a record goes to, and only for the topics the application
-        consumes: not the score and dead-letter topics)."""
-        if not self.exactly_once:
-            return await topic.send(key=key, value=value, headers=headers)
-        source, partition = msg.message.topic, msg.message.partition
-        tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source)}-{partition}"
+        """Send one record through Faust's producer; the future of its acknowledgement (aiokafka's:
+        ``topic.send`` would also fail a FutureMessage nobody awaits when the broker refuses the record,
+        and asyncio logs that as an error). Exactly-once: in the transaction of the event's source
+        partition, which commits that partition's offsets (Faust's own routing picks the transaction of
+        the partition a record goes to, and only for the topics the application consumes: not the
+        score and dead-letter topics)."""
+        tid = None
+        if self.exactly_once:
+            source, partition = msg.message.topic, msg.message.partition
+            tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source)}-{partition}"
         return await self.app.producer.send(topic.get_topic_name(), key, value, None, None, headers,
                                             transactional_id=tid)
 
@@ -354,6 +398,7 @@ class ScoringAgent:
             await self._commit()
         elif self.drained:  # a transaction may hold part of the window in hand: never commit it
             await self._commit_or_exit()
+        self.oversize.close()
         assert self.worker is not None
         self.worker.shut_down()
 

@@ -181,7 +181,7 @@ def test_dockerfile(path: Path) -> None:
     assert f"streamscore/demo/fraud_model.onnx {MODEL_IN_IMAGE}" in _args(instructions, "COPY")
     assert _args(instructions, "USER")[-1].split(":")[0] == str(IMAGE_UID)
     assert any(f"--uid {IMAGE_UID}" in run for run in _args(instructions, "RUN"))
-    assert _args(instructions, "EXPOSE") == ["9100"]
+    assert _args(instructions, "EXPOSE") == ["9100 8080"], "metrics.port and serve.port of the shipped configs"
     assert json.loads(_args(instructions, "ENTRYPOINT")[-1]) == ["streamscore"]
     assert json.loads(_args(instructions, "CMD")[-1]) == ["run", "-c", CONFIG_IN_CONTAINER]
     (healthcheck,) = _args(instructions, "HEALTHCHECK")
@@ -219,6 +219,8 @@ def test_compose_services() -> None:
     }
     assert f"./{COMPOSE_CONFIG.relative_to(REPO)}:{CONFIG_IN_CONTAINER}:ro" in streamscore["volumes"]
     assert "9100:9100" in streamscore["ports"]
+    assert "8080:8080" in streamscore["ports"], "REST (serve.port)"
+    assert streamscore["command"] == ["run", "--serve", "-c", CONFIG_IN_CONTAINER]
 
     loadgen = services["loadgen"]
     assert loadgen["profiles"] == ["load"]
@@ -250,6 +252,7 @@ def test_compose_config_is_valid_and_matches_the_stack() -> None:
     assert settings.kafka.dead_letter_topic == "transactions-dlq"
     assert settings.single_model.path == Path(MODEL_IN_IMAGE)
     assert settings.metrics.port == 9100
+    assert settings.serve.port == 8080  # the compose port mapping and the images' EXPOSE
     # The demo model was trained on the demo feature spec.
     assert settings.features == demo.features
     assert settings.decisions == demo.decisions
@@ -313,7 +316,7 @@ def test_kubernetes_config_is_valid_and_matches_compose(tmp_path: Path) -> None:
 
     deployment = _deployment()
     container = _container(deployment)
-    assert container["args"] == ["run", "-c", CONFIG_IN_CONTAINER]
+    assert container["args"] == ["run", "--serve", "-c", CONFIG_IN_CONTAINER]
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(Path(CONFIG_IN_CONTAINER).parent))
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"]["name"] == _load(K8S_BASE / "configmap.yaml")["metadata"]["name"]
@@ -341,8 +344,9 @@ def test_kubernetes_deployment(tmp_path: Path) -> None:
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
 
-    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
-    assert port["containerPort"] == settings.metrics.port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": settings.metrics.port, "rest": settings.serve.port}
+    assert "--serve" in container["args"], "the rest port is served"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] in ("metrics", settings.metrics.port), probe
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -350,7 +354,8 @@ def test_kubernetes_deployment(tmp_path: Path) -> None:
 
     service = _load(K8S_BASE / "service.yaml")
     assert service["spec"]["selector"].items() <= labels.items()
-    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("metrics", settings.metrics.port, "metrics"), ("rest", settings.serve.port, "rest")}
     pdb = _load(K8S_BASE / "pdb.yaml")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 

@@ -186,6 +186,9 @@ def test_overlay_deployment(tmp_path: Path, overlay: str) -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert objects["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    service_ports = {p["name"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
+    assert service_ports == {"metrics": "metrics", "rest": "rest"}, "metrics and REST (run --serve)"
+    assert set(service_ports.values()) <= {p["name"] for p in container["ports"]}
 
 
 def test_keda_trigger_reads_the_group_the_service_consumes_as(tmp_path: Path) -> None:

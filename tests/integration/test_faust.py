@@ -1,6 +1,7 @@
 """``engine: faust`` end to end, what only this engine does: stateful features equal to a
 brute-force computation over the same events, also after a kill -9 and a restart that rebuilds the
-table from its changelog, and a window that fails ending the process before Faust can commit it.
+table from its changelog, an output the producer refuses for its size dead-lettered, and a window
+that fails ending the process before Faust can commit it.
 What both engines do (one output per input with its key and source offset, dead-letter reasons,
 metrics that agree, bad header names, a model raising on some rows, a rebalance, kill -9 and
 restart losing nothing) is tested once for both, by the tests of ``test_service.py`` parametrized
@@ -135,21 +136,36 @@ def yaml_features(config: Path) -> list[dict[str, Any]]:
     return list(yaml.safe_load(config.read_text())["features"])
 
 
-@pytest.mark.skipif(broker_kind() == "kafka", reason="the producer refuses it before any broker sees it: the same "
-                                                    "on every broker, run once (on the embedded one)")
-def test_an_output_the_producer_refuses_ends_the_process_without_committing_it(
+@pytest.mark.skipif(broker_kind() == "kafka", reason="the producer refuses both before any broker sees them: the "
+                                                    "same on every broker, run once (on the embedded one)")
+def test_an_output_the_producer_refuses_is_dead_lettered_and_a_refused_dead_letter_ends_the_process(
     bootstrap: str, topics: Callable[..., Topics], engine_config: Callable[..., Path],
-    service: Callable[..., ServiceProcess],
+    service: Callable[..., ServiceProcess], output_reader: Callable[..., OutputReader],
 ) -> None:
-    """``take_events`` acknowledges a window even when its processing raised: the engine exits first."""
+    """An output over the producer's 1 MB request limit (aiokafka refuses it before sending) is a
+    verdict on that record alone: its input is dead-lettered (``output_too_large``) and the engine
+    runs on. A dead letter refused so (the input's 1.5 MB header copied into it) is not an output:
+    the engine exits 1, before Faust can commit its window (``take_events`` acknowledges a window even
+    when its processing raised)."""
     t = topics(partitions=1)
     good = [(k, v, None) for k, v in TransactionGenerator(seed=9).encoded(300)]
     huge = {**json.loads(good[0][1]), "transaction_id": "tx-huge", "note": "x" * 1_500_000}  # > 1 MB request
-    produce(bootstrap, t.source, [*good[:200], (b"tx-huge", orjson.dumps(huge), None), *good[200:]])
+    poison = (b"bad-dead-letter", b"{not json", [("note", b"y" * 1_500_000)])
+    produce(bootstrap, t.source, [*good[:100], (b"tx-huge", orjson.dumps(huge), None), *good[100:200], poison,
+                                  *good[200:]])  # tx-huge at offset 100, the poison at 201
     config = engine_config(t, "faust", batching={"max_message_bytes": 4_000_000, "max_batch_size": 50},
                           output={"copy_fields": ["transaction_id", "note"]})
+    reader = output_reader(t)
     proc = service(config)
     assert proc.wait(90) == 1, proc.log_tail()
     assert "a window failed; exiting before Faust can commit it" in proc.log()
     position = committed(bootstrap, t.group, t.source, 1)[0]
-    assert position <= 200, f"committed up to {position}, past the refused output at offset 200"
+    assert position <= 201, f"committed up to {position}, past the refused dead letter at offset 201"
+
+    outputs = {r.key: r for r in reader.read_to_end()}
+    dead = outputs[b"tx-huge"]
+    assert dead.topic == t.dead_letter and dead.headers["streamscore.reason"] == b"output_too_large"
+    detail = dead.headers["streamscore.detail"].decode()
+    assert detail.startswith(f"its output to {t.destination} is ") and "max_request_size" in detail, detail
+    assert outputs[good[100][0]].topic == t.destination, "the engine ran on past the refused output"
+    assert b"bad-dead-letter" not in outputs
