@@ -11,7 +11,8 @@ from streamscore.config.section import Section
 
 class TopicRangeSettings(Section):
     """Every partition of the topics from a start to an end, read with assign() (no consumer group
-    is joined, nothing is committed: the live service's group is left alone)."""
+    is joined and the live service's group is left alone; nothing is committed, except under
+    ``delivery: exactly_once``, to a progress group of the run's own, ``<group_id>-batch-<run>``)."""
 
     topics: list[str] = []
     """Topics to read (default: ``kafka.source_topics``)."""
