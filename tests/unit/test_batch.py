@@ -15,11 +15,11 @@ from streamscore.batch.checkpoint import Transactional
 from streamscore.batch.inputs import chunks, events_of, format_of
 from streamscore.batch.outputs import reject_line
 from streamscore.batch.parts import Counts, Part, State
-from streamscore.batch.run import check
+from streamscore.batch.run import BatchRun, Summary, check
 from streamscore.config import DestinationSettings, Settings
 from streamscore.core.records import DeadLetter, TopicPartition
 from streamscore.destinations.postgres import postgres_table, row_of
-from streamscore.errors import ConfigError, TransactionAborted
+from streamscore.errors import ConfigError, DeliveryError, TransactionAborted
 
 
 def test_the_plan_is_kept_and_done_chunks_are_remembered(tmp_path: Path) -> None:
@@ -125,6 +125,80 @@ def test_exactly_once_refuses_files_into_the_destinations_in_one_line() -> None:
     assert "\n" not in str(caught.value)
     check(Settings.model_validate({**base, "batch": {"input": {"files": ["x.jsonl"]}, "output": "out"}}))
     check(Settings.model_validate({**base, "batch": {"input": {"kafka": {}}, "state": "s"}}))
+
+
+def test_exactly_once_ids_are_the_state_folders_and_the_workers(tmp_path: Path) -> None:
+    """A restart (same folder, same worker) fences its predecessor; workers and other runs never fence each other."""
+    def run(folder: str, worker: int, **kafka: str) -> BatchRun:
+        settings = Settings.model_validate({
+            "kafka": {"source_topics": ["in"], "destination_topic": "out", "dead_letter_topic": "dlq",
+                      "group_id": "g", **kafka},
+            "model": {"path": "m.onnx"}, "features": [{"name": "amount"}], "delivery": "exactly_once",
+            "batch": {"input": {"kafka": {}}, "state": str(tmp_path / folder)}})
+        batch = BatchRun(settings)
+        batch.share = (worker, 2)
+        return batch
+
+    first = run("a", 0)._transactional_id()
+    assert first.startswith("streamscore-g-batch-") and first.endswith("-0")
+    assert run("a", 0)._transactional_id() == first
+    assert run("a", 1)._transactional_id() == first[:-1] + "1"
+    assert run("b", 0)._transactional_id() != first
+    assert run("a", 0, transactional_id="tx")._transactional_id() == "tx" + first.removeprefix("streamscore-g")
+    again = run("a", 0)
+    again.state.load_or_save(again._identity(), list)
+    assert again._progress_group() == f"g-batch-{again.state.run_id}"
+    assert again._identity()["delivery"] == "exactly_once", "never resumed from an at-least-once run's markers"
+
+
+class AbortingCheckpoint:
+    """Kafka says to abort the first ``aborts`` commits."""
+
+    def __init__(self, aborts: int) -> None:
+        self.aborts = aborts
+        self.calls: list[str] = []
+
+    def done(self, mine: object) -> dict[tuple[int, int], Counts]:
+        return {}
+
+    def begin(self) -> None:
+        self.calls.append("begin")
+
+    def commit(self, index: int, part: Part, chunk: int, counts: Counts) -> None:
+        if self.aborts:
+            self.aborts -= 1
+            raise TransactionAborted("coordinator moved")
+        self.calls.append("commit")
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+
+class OneRejectPerChunk(BatchRun):
+    def _score_chunk(self, scorer: Any, sink: Any, part: int, chunk: int, messages: Any,
+                     reasons: dict[str, int]) -> Counts:
+        reasons["missing_field"] = reasons.get("missing_field", 0) + 1
+        return Counts(2, 1, 1)
+
+
+@pytest.mark.parametrize(("aborts", "calls"), [
+    (0, ["begin", "commit"]),
+    (2, ["begin", "abort", "begin", "abort", "begin", "commit"]),
+])
+def test_an_aborted_chunk_is_redone_and_counted_once(tmp_path: Path, aborts: int, calls: list[str]) -> None:
+    run = OneRejectPerChunk(Settings.model_validate({
+        "kafka": {"source_topics": ["in"], "destination_topic": "out", "dead_letter_topic": "dlq"},
+        "model": {"path": "m.onnx"}, "features": [{"name": "amount"}],
+        "batch": {"input": {"kafka": {}}, "state": str(tmp_path)}}))
+    checkpoint, summary = AbortingCheckpoint(aborts), Summary()
+    counts = run._checkpointed(cast(Any, None), cast(Any, None), checkpoint, 0, Part("in", 0, "kafka", 0, 2), 0,
+                               [], summary)
+    assert counts == Counts(2, 1, 1)
+    assert checkpoint.calls == calls
+    assert summary.reasons == {"missing_field": 1}
+    with pytest.raises(DeliveryError, match="5 transactions in a row were aborted; last: coordinator moved"):
+        run._checkpointed(cast(Any, None), cast(Any, None), AbortingCheckpoint(5), 0, Part("in", 0, "kafka", 0, 2),
+                          0, [], summary)
 
 
 def test_dotted_columns_become_nested_objects() -> None:
