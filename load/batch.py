@@ -106,9 +106,9 @@ def topic_input(workdir: Path, rows: int) -> tuple[KafkaBroker, Topics]:
     return broker, t
 
 
-def run_topics(bootstrap: str, t: Topics, delivery: str) -> Topics:
+def run_topics(bootstrap: str, t: Topics, run: str) -> Topics:
     """Score and dead-letter topics of this run's own (the input topic and group are shared)."""
-    out = Topics(t.source, f"{t.destination}-{delivery}", f"{t.dead_letter}-{delivery}", t.group, t.partitions)
+    out = Topics(t.source, f"{t.destination}-{run}", f"{t.dead_letter}-{run}", t.group, t.partitions)
     create_topics(bootstrap, {out.destination: t.partitions, out.dead_letter: 1})
     return out
 
@@ -222,12 +222,11 @@ def kafka_runs(args: argparse.Namespace) -> None:
     print(f"input: {args.rows} rows in {t.source} (4 partitions), produced in {time.monotonic() - started:.0f}s",
           flush=True)
     try:
-        for delivery in args.delivery.split(","):
-            for workers in [int(w) for w in args.workers.split(",")]:
-                kafka = (broker.bootstrap_servers, run_topics(broker.bootstrap_servers, t, f"{delivery}-{workers}"),
-                         delivery)
-                path = config(args.workdir, [], "kafka", None, args.chunk_rows, workers, kafka)
-                print(json.dumps(measure(path, args, workers, None, kafka), indent=2), flush=True)
+        runs = [(d, int(w)) for d in args.delivery.split(",") for w in args.workers.split(",")]
+        for n, (delivery, workers) in enumerate(runs):
+            kafka = (broker.bootstrap_servers, run_topics(broker.bootstrap_servers, t, f"{n}"), delivery)
+            path = config(args.workdir, [], "kafka", None, args.chunk_rows, workers, kafka)
+            print(json.dumps(measure(path, args, workers, None, kafka), indent=2), flush=True)
     finally:
         broker.stop()
 
