@@ -73,8 +73,9 @@ class State:
         if path.exists():
             saved = orjson.loads(path.read_bytes())
             if saved["identity"] != identity:
-                raise ConfigError(f"batch: {self.folder} holds the state of another run (its input, chunk_rows "
-                                  f"or delivery differ); give another output or state folder, or remove it")
+                raise ConfigError(f"batch: {self.folder} holds the state of another run (its input, chunk_rows, "
+                                  f"delivery or, under exactly-once, workers differ); give another output or "
+                                  f"state folder, or remove it")
             # a plan saved before runs had ids: one from the folder and the identity, stable across restarts
             self.run_id = saved.get("run") or hashlib.sha256(str(self.folder.resolve()).encode()
                                                              + orjson.dumps(identity)).hexdigest()[:12]

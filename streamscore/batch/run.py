@@ -129,6 +129,8 @@ class BatchRun:
         identity = {"input": self.batch.input.model_dump(mode="json"), "chunk_rows": self.batch.chunk_rows}
         if exactly_once(self.settings):  # its progress is in Kafka, not in done markers: never mixed with those
             identity["delivery"] = "exactly_once"
+            # a worker's transactional id fences only the same worker's killed predecessor
+            identity["workers"] = self.batch.workers
         return identity
 
     def _progress_group(self) -> str:

@@ -149,6 +149,7 @@ def test_exactly_once_ids_are_the_state_folders_and_the_workers(tmp_path: Path) 
     again.state.load_or_save(again._identity(), list)
     assert again._progress_group() == f"g-batch-{again.state.run_id}"
     assert again._identity()["delivery"] == "exactly_once", "never resumed from an at-least-once run's markers"
+    assert again._identity()["workers"] == 1, "restarted with as many workers, so each fences its predecessor"
 
 
 class AbortingCheckpoint:
