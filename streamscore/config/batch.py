@@ -67,7 +67,8 @@ class BatchSettings(Section):
     """Where the run's plan and completed parts are kept (default: ``<output>/_streamscore``; required
     when writing to ``destinations``)."""
     chunk_rows: int = Field(default=50_000, ge=1)
-    """Rows per part: the unit that is written atomically and that a resumed run skips when done."""
+    """Rows per part: the unit that is written atomically and that a resumed run skips when done (under
+    ``delivery: exactly_once`` into Kafka, one transaction each: keep it in the thousands)."""
     batch_rows: int = Field(default=5_000, ge=1)
     """Rows per call of the scoring core (the model's batch)."""
     workers: int = Field(default=1, ge=1)
