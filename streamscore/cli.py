@@ -143,6 +143,10 @@ def _validate(args: argparse.Namespace) -> int:
     settings = _load(args.config, args.log_level)
     assert isinstance(settings, Settings)
     parts = assemble(settings, Plugins.default())  # what run builds, refused the same way
+    if settings.batch is not None:
+        from streamscore.batch.run import check
+
+        check(settings)  # what batch refuses
     try:
         settings.serve.bearer_token()  # what run --serve and serve would read
     except ValueError as exc:

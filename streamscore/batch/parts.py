@@ -2,13 +2,17 @@
 started again with the same arguments skips the chunks already written.
 
 ``plan.json`` fixes the inputs when the run first starts (the files a glob matched, each partition's
-offset range, the end of a topic included); ``done/<part>-<chunk>`` marks a chunk whose outputs are
+offset range, the end of a topic included) and names the run (``run``: a random id, from which an
+exactly-once run derives its progress group and transactional ids, so a state folder made again
+never resumes from an older run's offsets); ``done/<part>-<chunk>`` marks a chunk whose outputs are
 all written, holding its counts. Both are written to a temporary name and renamed into place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,8 @@ class State:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._done = folder / "done"
+        self.run_id = ""
+        """The run's id, once ``load_or_save`` has read or made the plan."""
 
     def load_or_save(self, identity: dict[str, Any], make: Any) -> list[Part]:
         """The saved plan when the run is resumed (``identity`` must match), else ``make()``'s, saved."""
@@ -67,13 +73,18 @@ class State:
         if path.exists():
             saved = orjson.loads(path.read_bytes())
             if saved["identity"] != identity:
-                raise ConfigError(f"batch: {self.folder} holds the state of another run (its input or chunk_rows "
-                                  f"differ); give another output or state folder, or remove it")
+                raise ConfigError(f"batch: {self.folder} holds the state of another run (its input, chunk_rows, "
+                                  f"delivery or, under exactly-once, workers differ); give another output or "
+                                  f"state folder, or remove it")
+            # a plan saved before runs had ids: one from the folder and the identity, stable across restarts
+            self.run_id = saved.get("run") or hashlib.sha256(str(self.folder.resolve()).encode()
+                                                             + orjson.dumps(identity)).hexdigest()[:12]
             return [Part(**p) for p in saved["parts"]]
         parts: list[Part] = make()
+        self.run_id = uuid.uuid4().hex[:12]
         self._done.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, orjson.dumps({"identity": identity, "parts": [asdict(p) for p in parts]},
-                                            option=orjson.OPT_INDENT_2))
+        write_atomically(path, orjson.dumps({"identity": identity, "run": self.run_id,
+                                             "parts": [asdict(p) for p in parts]}, option=orjson.OPT_INDENT_2))
         return parts
 
     def done(self) -> dict[tuple[int, int], Counts]:

@@ -2,25 +2,29 @@
 core as the stream (``Scorer``: decode, features, model graph, decisions, render), so a batch score
 equals the live one, and stop with a summary where read = scored + rejected.
 
-input parts -> chunks of ``chunk_rows`` -> Scorer (``batch_rows`` per call) -> a sink -> done marker.
-A chunk is the unit of resumption: it is skipped when its done marker exists, and rewritten whole
-otherwise, so a killed run started again with the same arguments leaves each input once.
+input parts -> chunks of ``chunk_rows`` -> Scorer (``batch_rows`` per call) -> a sink -> checkpoint.
+A chunk is the unit of resumption: it is skipped when its checkpoint says it is done (a done marker,
+or under exactly-once a committed transaction), and rewritten whole otherwise, so a killed run
+started again with the same arguments leaves each input once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from streamscore.batch import inputs
+from streamscore.batch.checkpoint import Checkpoint, Markers, Transactional
 from streamscore.batch.outputs import ChunkSink, DestinationSink, FolderSink, NoDeadLetters
 from streamscore.batch.parts import Counts, Part, State
 from streamscore.batch.progress import Progress
@@ -28,9 +32,10 @@ from streamscore.config import Settings
 from streamscore.config.batch import BatchSettings
 from streamscore.core.records import DeadLetter, Headers, Rejection, ScoredBatch, SourceMessage
 from streamscore.core.scorer import Scorer, ScoringSpec
+from streamscore.delivery.committers import MAX_ABORTS_IN_A_ROW
 from streamscore.destinations.base import Outputs
 from streamscore.engines.base import StreamApp
-from streamscore.errors import ConfigError, StreamScoreError
+from streamscore.errors import ConfigError, DeliveryError, StreamScoreError, TransactionAborted
 from streamscore.plugins import Plugins
 
 log = logging.getLogger(__name__)
@@ -82,10 +87,25 @@ class Summary:
                 + (f"; rejected by reason: {reasons}" if reasons else ""))
 
 
-def _source_of(settings: Settings) -> Any:
+def _source_of(settings: Settings, group: str | None = None) -> Any:
     from streamscore.engines.kafka_range import KafkaRange
 
-    return KafkaRange(settings)
+    return KafkaRange(settings, group)
+
+
+def exactly_once(settings: Settings) -> bool:
+    """Whether a batch run commits its chunks in Kafka transactions: ``delivery: exactly_once`` with
+    the destinations as output (an output folder is exactly-once by itself: its part files are
+    replaced whole)."""
+    return settings.delivery == "exactly_once" and settings.batch is not None and settings.batch.output is None
+
+
+def check(settings: Settings) -> None:
+    """What ``batch`` refuses before it reads anything (``validate`` refuses it too): ConfigError."""
+    if exactly_once(settings) and settings.batch is not None and settings.batch.input.files:
+        raise ConfigError("delivery: exactly_once: 'streamscore batch' writes file inputs to the destinations at "
+                          "least once (only a batch.input.kafka topic range commits its progress in the "
+                          "transaction); use delivery: at_least_once or an output folder")
 
 
 class BatchRun:
@@ -94,6 +114,7 @@ class BatchRun:
     def __init__(self, settings: Settings, plugins: Plugins | None = None, progress: bool | None = None) -> None:
         if settings.batch is None:
             raise ConfigError("batch: required key is missing (what to score and where to write it)")
+        check(settings)
         self.settings = settings
         self.batch: BatchSettings = settings.batch
         self.plugins = plugins or Plugins.default()
@@ -105,7 +126,23 @@ class BatchRun:
         """(this worker, of how many): this run scores the parts whose index mod the second is the first."""
 
     def _identity(self) -> dict[str, Any]:
-        return {"input": self.batch.input.model_dump(mode="json"), "chunk_rows": self.batch.chunk_rows}
+        identity = {"input": self.batch.input.model_dump(mode="json"), "chunk_rows": self.batch.chunk_rows}
+        if exactly_once(self.settings):  # its progress is in Kafka, not in done markers: never mixed with those
+            identity["delivery"] = "exactly_once"
+            # a worker's transactional id fences only the same worker's killed predecessor
+            identity["workers"] = self.batch.workers
+        return identity
+
+    def _progress_group(self) -> str:
+        """Exactly-once: the group the run's transactions commit its positions to (never joined)."""
+        return f"{self.settings.kafka.group_id}-batch-{self.state.run_id}"
+
+    def _transactional_id(self) -> str:
+        """Exactly-once: stable for this state folder and worker, so a restart fences the killed run's
+        producer and aborts the transaction it left open (before the progress group is read)."""
+        base = self.settings.kafka.transactional_id or f"streamscore-{self.settings.kafka.group_id}"
+        folder = hashlib.sha256(str(self.state.folder.resolve()).encode()).hexdigest()[:12]
+        return f"{base}-batch-{folder}-{self.share[0]}"
 
     def _run_workers(self, stop: threading.Event) -> Summary:
         """``workers`` processes, each scoring its share of the plan (saved here first, so they all
@@ -162,8 +199,13 @@ class BatchRun:
         b = self.batch
         rejects = None if b.rejects is None else Path(b.rejects)
         engine, outputs = None, None
+        transactional = exactly_once(self.settings)
         if b.output is None:
-            parts_ = assemble(self.settings, self.plugins)
+            settings = self.settings
+            if transactional:
+                kafka = settings.kafka.model_copy(update={"transactional_id": self._transactional_id()})
+                settings = settings.model_copy(update={"kafka": kafka})
+            parts_ = assemble(settings, self.plugins)
             if isinstance(parts_.engine, StreamApp):
                 raise ConfigError(f"engine: batch scoring reads and writes with 'confluent-kafka', not "
                                   f"{self.settings.engine!r} (a stream engine)")
@@ -183,7 +225,14 @@ class BatchRun:
                 engine.producer.start()
             if outputs is not None:
                 outputs.start()
-            return self._run(Scorer(ScoringSpec.from_settings(self.settings), runner), sink, stop)
+            checkpoint: Checkpoint = Markers(self.state)
+            parts = self.state.load_or_save(self._identity(), self._plan)
+            if transactional:
+                assert engine is not None and engine.transactions is not None
+                checkpoint = Transactional(self.state, engine.transactions, self._source(self._progress_group()),
+                                           b.chunk_rows, self.settings.batching.drain_timeout_s)
+            scorer = Scorer(ScoringSpec.from_settings(self.settings), runner)
+            return self._run(parts, scorer, sink, checkpoint, stop)
         finally:
             sink.close()
             if engine is not None:
@@ -204,13 +253,22 @@ class BatchRun:
             parts.append(Part(path, 0, fmt, rows=inputs.count_rows(path, fmt)))
         return parts
 
-    def _run(self, scorer: Scorer, sink: ChunkSink, stop: threading.Event) -> Summary:
-        parts = self.state.load_or_save(self._identity(), self._plan)
+    def _source(self, group: str | None = None) -> Any:
+        """The topic range's reader, under ``group`` (a reader of the plan's, under another, is replaced)."""
+        if self._range is not None and self._range.group != group:
+            self._range.close()
+            self._range = None
+        if self._range is None:
+            self._range = _source_of(self.settings, group)
+        return self._range
+
+    def _run(self, parts: list[Part], scorer: Scorer, sink: ChunkSink, checkpoint: Checkpoint,
+             stop: threading.Event) -> Summary:
         if self.batch.input.kafka is not None and self._range is None:
-            self._range = _source_of(self.settings)
+            self._source()
         worker, workers = self.share
         mine = [(index, part) for index, part in enumerate(parts) if index % workers == worker]
-        done = {key: counts for key, counts in self.state.done().items() if key[0] % workers == worker}
+        done = checkpoint.done(mine)
         summary = Summary()
         for counts in done.values():
             summary.counts += counts
@@ -222,8 +280,7 @@ class BatchRun:
                     if stop.is_set():
                         log.info("stopped: the next run with the same arguments resumes here")
                         return summary
-                    counts = self._score_chunk(scorer, sink, index, chunk, messages, summary)
-                    self.state.mark_done(index, chunk, counts)
+                    counts = self._checkpointed(scorer, sink, checkpoint, index, part, chunk, messages, summary)
                     summary.counts += counts
                     progress.advance(counts.read)
         return summary
@@ -244,8 +301,32 @@ class BatchRun:
                 yield chunk, [BatchMessage(part.source, part.partition, base + i, value)
                               for i, value in enumerate(build())]
 
+    def _checkpointed(self, scorer: Scorer, sink: ChunkSink, checkpoint: Checkpoint, index: int, part: Part,
+                      chunk: int, messages: Sequence[SourceMessage], summary: Summary) -> Counts:
+        """Score and write one chunk, then make it done; a transaction Kafka says to abort is aborted
+        and the chunk redone (``MAX_ABORTS_IN_A_ROW`` times at most, as in the stream)."""
+        for attempt in count(1):
+            reasons: dict[str, int] = {}
+            checkpoint.begin()
+            try:
+                counts = self._score_chunk(scorer, sink, index, chunk, messages, reasons)
+                checkpoint.commit(index, part, chunk, counts)
+            except TransactionAborted as exc:
+                checkpoint.abort()
+                if attempt >= MAX_ABORTS_IN_A_ROW:
+                    raise DeliveryError(f"{attempt} transactions in a row were aborted; last: {exc}") from None
+                log.warning("transaction aborted (%s): part %d chunk %d is redone", exc, index, chunk)
+                continue
+            except BaseException:
+                checkpoint.abort()
+                raise
+            for reason, n in reasons.items():
+                summary.reasons[reason] = summary.reasons.get(reason, 0) + n
+            return counts
+        raise AssertionError("unreachable")
+
     def _score_chunk(self, scorer: Scorer, sink: ChunkSink, part: int, chunk: int,
-                     messages: Sequence[SourceMessage], summary: Summary) -> Counts:
+                     messages: Sequence[SourceMessage], reasons: dict[str, int]) -> Counts:
         keys: list[bytes | None] = []
         results: list[ScoredBatch] = []
         letters: list[DeadLetter] = []
@@ -257,7 +338,7 @@ class BatchRun:
             keys.extend(batch[row].key() for row in result.scored)
             letters.extend(scorer.dead_letter(batch[r.index], r, _headers(batch[r.index])) for r in result.rejections)
             for r in result.rejections:
-                summary.reasons[str(r.reason)] = summary.reasons.get(str(r.reason), 0) + 1
+                reasons[str(r.reason)] = reasons.get(str(r.reason), 0) + 1
         merged = _merge(results)
         sink.write(part, chunk, keys, merged, letters)
         return Counts(len(messages), len(merged.outputs), len(letters))

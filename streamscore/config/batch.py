@@ -11,7 +11,8 @@ from streamscore.config.section import Section
 
 class TopicRangeSettings(Section):
     """Every partition of the topics from a start to an end, read with assign() (no consumer group
-    is joined, nothing is committed: the live service's group is left alone)."""
+    is joined and the live service's group is left alone; nothing is committed, except under
+    ``delivery: exactly_once``, to a progress group of the run's own, ``<group_id>-batch-<run>``)."""
 
     topics: list[str] = []
     """Topics to read (default: ``kafka.source_topics``)."""
@@ -66,7 +67,8 @@ class BatchSettings(Section):
     """Where the run's plan and completed parts are kept (default: ``<output>/_streamscore``; required
     when writing to ``destinations``)."""
     chunk_rows: int = Field(default=50_000, ge=1)
-    """Rows per part: the unit that is written atomically and that a resumed run skips when done."""
+    """Rows per part: the unit that is written atomically and that a resumed run skips when done (under
+    ``delivery: exactly_once`` into Kafka, one transaction each: keep it in the thousands)."""
     batch_rows: int = Field(default=5_000, ge=1)
     """Rows per call of the scoring core (the model's batch)."""
     workers: int = Field(default=1, ge=1)

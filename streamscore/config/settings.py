@@ -293,7 +293,10 @@ class Settings(Section):
     delivery: Delivery = "at_least_once"
     """``at_least_once``: offsets are committed after the outputs are acknowledged, so a crash can
     write an output twice. ``exactly_once``: outputs and offsets are committed in one Kafka
-    transaction; readers with ``isolation.level=read_committed`` see each output once."""
+    transaction; readers with ``isolation.level=read_committed`` see each output once. ``streamscore
+    batch`` from a topic range into the destinations commits each chunk's outputs and its end offsets
+    (in a progress group of the run's own) in one transaction; from files into the destinations it
+    refuses ``exactly_once``; an output folder is exactly-once either way."""
     batch: BatchSettings | None = None
     """What ``streamscore batch`` scores (files, or a Kafka topic range) and where it writes; the
     stream ignores it."""

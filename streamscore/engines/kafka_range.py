@@ -1,5 +1,7 @@
 """A bounded range of Kafka topics for ``streamscore batch``: partitions read with ``assign()``, so no
-consumer group is joined and nothing is committed (the live service's group is left alone).
+consumer group is joined and the live service's group is left alone. Nothing is committed, except
+under exactly-once, where the run's own progress group holds the positions its transactions
+committed (``committed``, ``group_metadata``).
 
 The end of a partition "as it was at start" is found by fetching to the partition's end once
 (``enable.partition.eof``): the end-of-partition event carries the true end, which some brokers
@@ -26,11 +28,11 @@ TIMEOUT = 30.0
 """Seconds a metadata or offsets query, or a fetch that makes no progress, may take."""
 
 
-def range_consumer_config(settings: Settings) -> dict[str, Any]:
+def range_consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
     """The service's consumer settings (security and the passthrough maps) under a group of its own
-    that is never joined: ``assign()`` only, no commits."""
+    that is never joined (``assign()`` only): ``<group_id>-batch`` by default, never committed."""
     conf = consumer_config(settings.kafka)
-    conf.update({"group.id": f"{settings.kafka.group_id}-batch", "enable.partition.eof": True,
+    conf.update({"group.id": group or f"{settings.kafka.group_id}-batch", "enable.partition.eof": True,
                  "auto.offset.reset": "earliest"})
     for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
         conf.pop(key, None)
@@ -40,14 +42,34 @@ def range_consumer_config(settings: Settings) -> dict[str, Any]:
 class KafkaRange:
     """Plans a topic range (per partition: first and end offset) and reads offset ranges of it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group: str | None = None) -> None:
         self.settings = settings
+        self.group = group
         self._consumer: Consumer | None = None
 
     def _client(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(range_consumer_config(self.settings))
+            self._consumer = Consumer(range_consumer_config(self.settings, self.group))
         return self._consumer
+
+    def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed position of each partition (absent: none). Under librdkafka's default
+        ``read_committed`` the broker answers only once no open transaction holds an offset of it."""
+        try:
+            found = self._client().committed([TopicPartition(t, p) for t, p in partitions], timeout=TIMEOUT)
+        except KafkaException as exc:
+            err = exc.args[0]
+            raise BrokerError(f"batch: the committed positions of group {self.group!r}: {err.str()}",
+                              err.code()) from None
+        for tp in found:
+            if tp.error is not None:
+                raise BrokerError(f"batch: the committed position of {tp.topic}[{tp.partition}] in group "
+                                  f"{self.group!r}: {tp.error.str()}", tp.error.code())
+        return {(tp.topic, tp.partition): int(tp.offset) for tp in found if tp.offset >= 0}
+
+    def group_metadata(self) -> object:
+        """For ``send_offsets_to_transaction``: a group that is never joined (generation -1)."""
+        return self._client().consumer_group_metadata()
 
     def plan(self, wanted: TopicRangeSettings) -> list[tuple[str, int, int, int]]:
         """(topic, partition, first offset, end offset) of every partition of the range."""

@@ -237,3 +237,16 @@ def test_the_faust_engine_takes_exactly_once_and_refuses_a_transactional_id_on_o
     assert result.returncode == 2
     assert one_error_line(result).startswith("streamscore: error: kafka.transactional_id: engine faust names its "
                                              "transactional ids itself")
+
+
+def test_validate_and_batch_refuse_exactly_once_from_files_into_the_destinations(tmp_path: Path,
+                                                                                  good_model: Path) -> None:
+    """Their progress is a file, which cannot join a Kafka transaction: refused before anything is read."""
+    (tmp_path / "in.jsonl").write_text('{"amount": 1}\n')
+    config = write(tmp_path, good_model, delivery="exactly_once",
+                   batch={"input": {"files": [str(tmp_path / "in.jsonl")]}, "state": str(tmp_path / "state")})
+    for command in (["validate", "-c", str(config), "--skip-broker"], ["batch", "-c", str(config)]):
+        result = run_cli(*command)
+        assert result.returncode == 2, result.stderr
+        assert "delivery: exactly_once: 'streamscore batch' writes file inputs" in one_error_line(result)
+    assert not (tmp_path / "state").exists(), "refused before the plan is made"

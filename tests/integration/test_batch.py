@@ -1,9 +1,14 @@
 """``streamscore batch`` against a real broker: a topic range gives exactly its records and leaves the
-live group alone; batch scores (from the topic, and from files of the same events) equal the stream's."""
+live group alone; batch scores (from the topic, and from files of the same events) equal the stream's;
+under exactly-once a run killed with kill -9 and restarted writes each input once to the topics."""
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,9 +19,11 @@ import pytest
 
 from load.batch_data import write
 from load.brokers import broker_kind
+from load.kafka_io import Record
 from streamscore.batch.run import BatchRun
 from streamscore.config import load_settings
 from streamscore.demo.transactions import TransactionGenerator
+from tests.integration.test_exactly_once import HONOURS_READ_COMMITTED, NO_READ_COMMITTED
 from tests.support import OutputReader, ServiceProcess, Topics, committed, metric, produce, stop_and_read, wait_for
 from tests.support.batch import positions, read_output
 
@@ -65,6 +72,53 @@ def test_a_topic_range_by_time(bootstrap: str, topics: Callable[..., Topics], wr
     later = {"start_timestamp_ms": after}
     assert run_batch(write_config(t, batch={"input": {"kafka": later}, "output": str(tmp_path / "later")})) == \
         "read 30 = scored 30 + rejected 0"
+
+
+@pytest.mark.skipif(not HONOURS_READ_COMMITTED, reason=NO_READ_COMMITTED)
+def test_exactly_once_to_a_topic_a_run_killed_and_restarted_writes_each_input_once(
+        bootstrap: str, topics: Callable[..., Topics], write_config: Callable[..., Path],
+        output_reader: Callable[..., OutputReader], tmp_path: Path) -> None:
+    t = topics(2)
+    pairs = TransactionGenerator(seed=44, malformed_rate=0.05).encoded(3000)
+    produce(bootstrap, t.source, [(k, v, None) for k, v in pairs])
+    state = tmp_path / "state"
+    config = write_config(t, delivery="exactly_once", batch={
+        "input": {"kafka": {}}, "state": str(state), "chunk_rows": 50, "batch_rows": 50})
+    command = [sys.executable, "-m", "streamscore", "batch", "-c", str(config), "--progress", "log"]
+
+    def progress(stable: bool = True) -> int:
+        """The inputs whose chunks' transactions committed: the run's progress group's positions."""
+        plan = state / "plan.json"
+        if not plan.exists():
+            return 0
+        group = f"{t.group}-batch-{orjson.loads(plan.read_bytes())['run']}"
+        return sum(max(0, offset) for offset in committed(bootstrap, group, t.source, 2, stable).values())
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: progress() >= 300, 90, "some chunks committed")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert progress(stable=False) < len(pairs), "killed in the middle"  # its open transaction is not stable
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert progress() == len(pairs)
+    records = output_reader(t).read_to_end()  # read_committed: librdkafka's default isolation
+    seen = collections.Counter(map(_source_position, records))
+    assert len(seen) == len(pairs), "an input lost"
+    assert max(seen.values()) == 1, "an input written twice"
+    scored = sum(1 for r in records if r.topic == t.destination)
+    assert f"read {len(pairs)} = scored {scored} + rejected {len(records) - scored}" in result.stdout
+    assert "by an earlier run" in result.stdout
+
+
+def _source_position(record: Record) -> tuple[int, int]:
+    """(partition, offset) of the input a score record or a dead letter comes from."""
+    if record.headers.get("streamscore.source.offset"):
+        return int(record.headers["streamscore.source.partition"]), int(record.headers["streamscore.source.offset"])
+    source = orjson.loads(record.value or b"")["source"]
+    return source["partition"], source["offset"]
 
 
 def test_batch_scores_equal_the_streams(

@@ -91,9 +91,12 @@ def stop_and_read(reader: OutputReader, *procs: ServiceProcess, timeout: float =
     return reader.read_to_end()
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed next-offset per partition (negative: nothing committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+def committed(bootstrap: str, group: str, topic: str, partitions: int, stable: bool = True) -> dict[int, int]:
+    """The group's committed next-offset per partition (negative: nothing committed). ``stable``:
+    wait until no open transaction holds an offset of the group (a killed transactional writer's
+    holds them until it is fenced or times out); else the offsets committed so far, at once."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                         "isolation.level": "read_committed" if stable else "read_uncommitted"})
     try:
         result = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     finally:
