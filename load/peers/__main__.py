@@ -85,8 +85,8 @@ setting). The embedded broker (Tansu 0.6) answers a fetch with what it has found
 runs out, and finding the batch at an offset takes it longer the more record batches the
 partition holds: with 10 or 100 ms, a partition of 125,000 one-record batches came back empty on
 every fetch (Quix Streams and Faust write their outputs in batches of a few records each), and the
-read stalled. The cost: the broker holds even a fetch it has data for until about half the wait
-is left, but each answer carries up to 5 MB, so a 500,000-output read takes about a minute."""
+read stalled. The cost: the broker holds a fetch it has data for too, but each answer carries
+up to 5 MB, so a 500,000-output read takes about a minute."""
 
 
 def read_outputs(bootstrap: str, out: str, dlq: str,
