@@ -1,18 +1,15 @@
-"""The side-by-side benchmark: the peers' scorer does streamscore's work, the output validator
-catches every way a variant can miscount, and the read-back (on the real broker) reads to the end."""
+"""The side-by-side benchmark's pure parts: the peers' scorer does streamscore's work, and the
+output validator catches every way a variant can miscount."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
-from load.peers.__main__ import read_outputs
 from load.peers.job import demo_job
 from load.peers.scoring import Scorer as PeerScorer
 from load.peers.validate import validate
@@ -20,7 +17,6 @@ from streamscore.config import load_settings
 from streamscore.core.scorer import Scorer, ScoringSpec
 from streamscore.demo.transactions import TransactionGenerator
 from streamscore.runners.onnx import OnnxRunner
-from tests.support import Topics, produce_one
 
 
 class Message:
@@ -110,18 +106,3 @@ def test_the_per_event_path_gives_the_batch_path_records() -> None:
         return (False, out[2], dict(out[3])["streamscore.reason"])
 
     assert [comparable(scorer.score_one(item)) for item in items] == [comparable(o) for o in scorer.score(items)]
-
-
-@pytest.mark.integration
-def test_read_outputs_reads_both_topics_to_the_end_duplicates_included(
-        bootstrap: str, topics: Callable[..., Topics]) -> None:
-    t = topics(partitions=2)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})  # small batches, as Faust writes
-    for i in range(40):
-        produce_one(producer, t.destination, record(0.5), b"%d" % i, partition=i % 2)
-    produce_one(producer, t.destination, record(0.5), b"7", partition=1)  # a duplicate, after all 41 inputs
-    produce_one(producer, t.dead_letter, b"junk", b"40", partition=0)
-    assert producer.flush(30) == 0
-
-    result, _ = validate([b"%d" % i for i in range(41)], read_outputs(bootstrap, t.destination, t.dead_letter))
-    assert (result.outputs, result.scored, result.dead_lettered, result.duplicated, result.missing) == (42, 41, 1, 1, 0)
