@@ -95,11 +95,16 @@ class OutputReader:
     exited (see the module docstring for its end condition). ``records`` holds everything read.
     """
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], client: Mapping[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: str, topics: Sequence[str], client: Mapping[str, str] | None = None,
+                 fetch_wait_ms: int = 100) -> None:
         self.bootstrap = bootstrap
         self.topics = list(topics)
         self.client = dict(client or {})
         """Extra librdkafka settings (TLS, say)."""
+        self.fetch_wait_ms = fetch_wait_ms
+        """``fetch.wait.max.ms``: how long the broker may hold a fetch. Short, so a read that waits
+        for a condition sees new records soon; on the embedded broker a topic written in tens of
+        thousands of small batches needs a longer one (see ``load.peers.READ_FETCH_WAIT_MS``)."""
         self.records: list[Record] = []
         self._consumer: Consumer | None = None
         self._partitions: list[TopicPartition] = []
@@ -109,7 +114,7 @@ class OutputReader:
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap, **self.client,
             "group.id": f"output-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-            "enable.partition.eof": True, "fetch.wait.max.ms": 100,
+            "enable.partition.eof": True, "fetch.wait.max.ms": self.fetch_wait_ms,
         })
         meta = consumer.list_topics(timeout=10).topics
         self._partitions = [TopicPartition(name, p) for name in self.topics for p in sorted(meta[name].partitions)]

@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from load.benchmark import PARTITIONS, produce_all, streamscore
+from load.kafka_io import OutputReader, ReadTimeout
 from load.peers.job import write_job
 from load.peers.validate import validate
 from load.peers.venvs import COMMON, VENVS, make_venv
@@ -79,32 +79,27 @@ def run_peer(peer: str, bootstrap: str, topics: dict[str, str], group: str, tota
     return float(timing["ended"] - timing["started"])
 
 
-def read_outputs(bootstrap: str, out: str, dlq: str, expected: int,
-                 timeout: float = 180.0) -> list[tuple[bool, bytes | None, bytes | None]]:
-    """Every record of ``out`` and ``dlq`` from the start, until ``expected`` are read and no more
-    come for a second (so duplicates are seen too); consume errors are printed, not skipped."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    c.subscribe([out, dlq])
-    records: list[tuple[bool, bytes | None, bytes | None]] = []
-    deadline, quiet = time.monotonic() + timeout, 0
-    errors: dict[str, int] = {}
-    try:
-        while time.monotonic() < deadline and (len(records) < expected or quiet < 4):
-            batch = c.consume(10_000, 0.25)
-            for m in batch:
-                if m.error() is not None:
-                    errors[str(m.error())] = errors.get(str(m.error()), 0) + 1
-            batch = [m for m in batch if m.error() is None]
-            records.extend((m.topic() == out, m.key(), m.value()) for m in batch)
-            quiet = quiet + 1 if not batch and len(records) >= expected else 0
-    finally:
-        c.close()
-    for error, n in errors.items():
-        print(f"reading {out}, {dlq}: {n} x {error}", flush=True)
-    if len(records) < expected:
-        print(f"reading {out}, {dlq}: {len(records):,} of {expected:,} records within {timeout:g} s", flush=True)
-    return records
+READ_FETCH_WAIT_MS = 2000
+"""``fetch.wait.max.ms`` of the consumer that reads a variant's outputs back (no variant's own
+setting). The embedded broker (Tansu 0.6) answers a fetch with what it has found when this wait
+runs out, and finding the batch at an offset takes it longer the more record batches the
+partition holds: with 10 or 100 ms, a partition of 125,000 one-record batches came back empty on
+every fetch (Quix Streams and Faust write their outputs in batches of a few records each), and the
+read stalled. The cost: the broker holds a fetch it has data for too, but each answer carries
+up to 5 MB, so a 500,000-output read takes about a minute."""
+
+
+def read_outputs(bootstrap: str, out: str, dlq: str,
+                 timeout: float = 300.0) -> list[tuple[bool, bytes | None, bytes | None]]:
+    """Every record of ``out`` and ``dlq`` from the start to the end of each partition (the shared
+    ``OutputReader.read_to_end``: an exact end, so duplicates are read too, and no group to join).
+    A read that does not reach the end within ``timeout`` is reported; what it read is validated."""
+    with OutputReader(bootstrap, [out, dlq], fetch_wait_ms=READ_FETCH_WAIT_MS) as reader:
+        try:
+            reader.read_to_end(timeout)
+        except ReadTimeout as exc:
+            print(f"reading {out}, {dlq}: {exc}", flush=True)
+        return [(r.topic == out, r.key, r.value) for r in reader.records]
 
 
 def committed(bootstrap: str, group: str, source: str, ends: dict[int, int]) -> bool:
@@ -175,7 +170,7 @@ def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str
             print(f"{variant} failed: {exc}", flush=True)
             results[variant] = {"error": str(exc)}
             continue
-        records = read_outputs(bootstrap, topics[variant]["out"], topics[variant]["dlq"], args.events)
+        records = read_outputs(bootstrap, topics[variant]["out"], topics[variant]["dlq"])
         verdict, scores = validate(keys, records, reference)
         reference = reference if reference is not None else scores
         results[variant] = {"events_per_second": round(args.events / elapsed), "seconds": round(elapsed, 3),
