@@ -60,6 +60,10 @@ class DriftSnapshot:
     score_psi: float
 
 
+BIN_AT_ROWS = 256
+"""Rows of small batches gathered before they are binned together (see ``DriftMonitor.observe``)."""
+
+
 class DriftMonitor:
     """Counts the live stream's bins; ``observe`` per batch from the pipeline, ``snapshot`` per scrape."""
 
@@ -78,9 +82,33 @@ class DriftMonitor:
         self._slot_events = max(1, window_events // slots)
         self.min_events = min_events
         self._lock = threading.Lock()
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+        self._binned_at = min(BIN_AT_ROWS, self._slot_events)
 
     def observe(self, matrix: np.ndarray, scores: np.ndarray) -> None:
-        """Add a batch of scored rows (their feature matrix and scores) to the window."""
+        """Add a batch of scored rows (their feature matrix and scores) to the window. Small batches
+        are binned together once they hold ``BIN_AT_ROWS`` rows (or a slot's worth, or at the next
+        snapshot): binning costs about the same whatever the rows, so per batch it dominated the
+        monitor's cost at low rates."""
+        if matrix.shape[0] == 0:
+            return
+        with self._lock:
+            self._pending.append((matrix, scores))
+            self._pending_rows += matrix.shape[0]
+            if self._pending_rows < self._binned_at:
+                return
+            pending = self._take_pending()
+        self._bin(*pending)
+
+    def _take_pending(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows waiting to be binned, as one matrix and one score vector (call under the lock)."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if len(pending) == 1:
+            return pending[0]
+        return np.concatenate([m for m, _ in pending]), np.concatenate([s for _, s in pending])
+
+    def _bin(self, matrix: np.ndarray, scores: np.ndarray) -> None:
         rows = matrix.shape[0]
         if rows == 0:
             return
@@ -102,6 +130,10 @@ class DriftMonitor:
                 self._events[self._slot] = 0
 
     def snapshot(self) -> DriftSnapshot:
+        with self._lock:
+            pending = self._take_pending() if self._pending else None
+        if pending is not None:
+            self._bin(*pending)
         with self._lock:
             counts = self._counts.sum(axis=0)
             defaults = self._default_counts.sum(axis=0)

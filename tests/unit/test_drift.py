@@ -67,6 +67,19 @@ def test_the_window_forgets_old_slots() -> None:
     assert mixed.psi < first.features[0].psi
 
 
+def test_small_batches_binned_together_count_as_one_batch_would() -> None:
+    """Batches of a few rows wait to be binned together; a snapshot counts those still waiting."""
+    rng = np.random.default_rng(3)
+    matrix = rng.random((90, 1)).astype(np.float32)
+    matrix[::7] = 0.0  # some defaults
+    scores = rng.random(90).astype(np.float32)
+    whole, pieces = _monitor(window=1000, slots=2), _monitor(window=1000, slots=2)
+    whole.observe(matrix, scores)
+    for start in range(0, 90, 4):
+        pieces.observe(matrix[start:start + 4], scores[start:start + 4])
+    assert pieces.snapshot() == whole.snapshot()
+
+
 def test_psi_is_nan_until_the_window_holds_min_events() -> None:
     monitor = _monitor(min_events=50)
     monitor.observe(np.zeros((10, 1), np.float32), np.zeros(10, np.float32))
